@@ -1,0 +1,41 @@
+# Every target sets itself up on a fresh clone: pipenv in .tools/, the locked packages in .venv/.
+PYTHON ?= python3
+PIPENV_VERSION := 2026.10.3
+PIPENV := .tools/bin/pipenv
+VENV := .venv
+SYNCED := $(VENV)/.synced
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_VERBOSITY := -1
+export PIPENV_NOSPIN := 1
+
+.PHONY: serve test train lock lint bench container-test fuzz loadtest clean
+
+serve: $(SYNCED)
+	$(VENV)/bin/gunicorn predict:app
+
+test: $(SYNCED)
+	$(VENV)/bin/python -m pytest
+
+train: $(SYNCED)
+	$(VENV)/bin/python train.py $(if $(CHURN_DATA),--data $(CHURN_DATA)) --report reports
+
+lint: $(SYNCED)
+	$(VENV)/bin/ruff check .
+
+$(PIPENV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet pipenv==$(PIPENV_VERSION)
+
+# Locks without this machine's pip configuration (its index would enter the Pipfile hash), and
+# keeps no index in the lock: installs use the installer's own configuration.
+lock: $(PIPENV)
+	PIP_CONFIG_FILE=/dev/null $(PIPENV) lock
+	$(PYTHON) -c 'import json; p = "Pipfile.lock"; d = json.load(open(p)); d["_meta"]["sources"] = []; \
+	open(p, "w").write(json.dumps(d, indent=4, sort_keys=True) + "\n")'
+
+$(SYNCED): Pipfile.lock | $(PIPENV)
+	$(PIPENV) sync --dev
+	touch $@
+
+clean:
+	rm -rf .tools $(VENV) .pytest_cache .ruff_cache

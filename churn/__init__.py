@@ -1,0 +1,1 @@
+"""Churn prediction: training and serving a logistic-regression model on the IBM Telco churn data."""

@@ -1,0 +1,63 @@
+"""Load and clean the IBM Telco churn CSV: the one cleaning rule that training and serving share."""
+
+import hashlib
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+DATA_FILE_NAME = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+DATA_URL = (
+    "https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
+    f"chapter-03-churn-prediction/{DATA_FILE_NAME}"
+)
+DATA_SHA256 = "88be4b93fbe0cc83421af1c503794c97c342eca914c1576db7c276e61d61358a"
+DEFAULT_DATA_PATH = Path(__file__).resolve().parent.parent / "data" / DATA_FILE_NAME
+TARGET = "churn"
+
+
+def clean_text(text: str) -> str:
+    """The dataset's spelling to the model's: 'Fiber optic' -> 'fiber_optic', 'MonthlyCharges' -> 'monthlycharges'."""
+    return text.lower().replace(" ", "_")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_data(path: Path = DEFAULT_DATA_PATH, url: str = DATA_URL) -> Path:
+    """Fetch the CSV to `path` unless it is there, and refuse a file whose sha256 is not the known one."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        urllib.request.urlretrieve(url, partial)
+        partial.replace(path)
+    actual = file_sha256(path)
+    if actual != DATA_SHA256:
+        raise ValueError(f"{path}: sha256 {actual} is not the dataset's {DATA_SHA256}")
+    return path
+
+
+def clean_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Column names and text values cleaned with clean_text, blank totalcharges as 0, churn yes -> 1.
+
+    Text columns are found with is_string_dtype, which holds for pandas 2's object columns and pandas 3's
+    str dtype alike (selecting dtype 'object' finds nothing under pandas 3).
+    """
+    df = df.rename(columns=clean_text)
+    df["totalcharges"] = pd.to_numeric(df["totalcharges"], errors="coerce").fillna(0)
+    for column in df.columns:
+        if pd.api.types.is_string_dtype(df[column]):
+            df[column] = df[column].map(clean_text, na_action="ignore")
+    if TARGET in df.columns:
+        df[TARGET] = (df[TARGET] == "yes").astype(int)
+    return df
+
+
+def load_data(path: Path = DEFAULT_DATA_PATH) -> pd.DataFrame:
+    return clean_frame(pd.read_csv(path))

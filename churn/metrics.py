@@ -1,0 +1,47 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+prometheus_client decides at import whether values live in per-process files: gunicorn.conf.py sets
+PROMETHEUS_MULTIPROC_DIR before the app is imported, and /metrics then aggregates every worker's files.
+Without it (waitress, the dev server: one process) the default registry is exposed.
+"""
+
+import os
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("churn_http_requests", "HTTP requests answered", ["method", "endpoint", "status"])
+REQUEST_DURATION = Histogram("churn_http_request_duration_seconds", "Time to answer a request", ["endpoint"])
+PREDICTIONS = Counter("churn_predictions", "Customers scored")
+PROBABILITY = Histogram(
+    "churn_probability", "Churn probabilities served (watch for drift)", buckets=[i / 10 for i in range(1, 11)]
+)
+
+
+def observe_probabilities(probabilities: list[float]) -> None:
+    """Count a batch into the histogram with one increment per bucket, not one observe per customer.
+
+    This writes the same per-bucket values Histogram.observe would (counts are stored per bucket and
+    made cumulative when collected); tests compare the two.
+    """
+    bounds = PROBABILITY._upper_bounds
+    counts = np.bincount(np.searchsorted(bounds, probabilities, side="left"), minlength=len(bounds))
+    for bucket, count in zip(PROBABILITY._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
+    PROBABILITY._sum.inc(float(np.sum(probabilities)))
+
+
+def exposition() -> tuple[bytes, str]:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,225 @@
+"""The Flask service: create_app(model, settings) wires routes, JSON errors, metrics and request logging."""
+
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import sklearn
+from flask import Flask, Response, g, jsonify, request
+from flask_swagger_ui import get_swaggerui_blueprint
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from churn import metrics
+from churn.data import clean_text
+from churn.model import ServedModel
+from churn.openapi import openapi_document
+from churn.schema import (
+    CUSTOMER,
+    FEATURES,
+    FEATURES_BY_NAME,
+    MAX_BATCH_DEFAULT,
+    SAMPLE_CUSTOMER,
+    batch_adapter,
+)
+
+access_log = logging.getLogger("churn.access")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+JSON_WHITESPACE = b" \t\r\n"
+
+
+@dataclass(frozen=True)
+class Settings:
+    threshold: float = 0.5
+    max_customers: int = MAX_BATCH_DEFAULT
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "Settings":
+        return cls(
+            threshold=float(environ.get("CHURN_THRESHOLD", cls.threshold)),
+            max_customers=int(environ.get("CHURN_MAX_CUSTOMERS", cls.max_customers)),
+            max_body_bytes=int(environ.get("CHURN_MAX_BODY_BYTES", cls.max_body_bytes)),
+        )
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, detail: list | None = None):
+        super().__init__(message)
+        self.status, self.message, self.detail = status, message, detail or []
+
+
+def error_response(status: int, message: str, detail: list | None = None, headers=None) -> Response:
+    response = jsonify(error=message, detail=detail or [])
+    response.status_code = status
+    if headers:
+        response.headers.extend(headers)
+    return response
+
+
+def describe_error(error: dict, batch: bool) -> dict:
+    """One pydantic error as the API reports it: the batch index, the field as sent, and what is allowed."""
+    loc = error["loc"]
+    detail = {}
+    if batch and loc and isinstance(loc[0], int):
+        detail["index"], loc = loc[0], loc[1:]
+    field = str(loc[0]) if loc else None
+    detail["field"] = field
+    detail["message"] = error["msg"]
+    feature = FEATURES_BY_NAME.get(clean_text(field)) if field else None
+    if feature:
+        detail.update(feature.constraints())
+    return detail
+
+
+def validation_error(e: ValidationError, batch: bool, max_customers: int) -> APIError:
+    errors = e.errors(include_url=False, include_input=False, include_context=False)
+    for error in errors:
+        if error["type"] == "json_invalid":
+            return APIError(400, f"The body is not valid JSON: {error['msg'].removeprefix('Invalid JSON: ')}")
+        if error["type"] == "too_long" and not error["loc"]:
+            return APIError(413, f"Too many customers in one request: at most {max_customers}")
+    if len(errors) == 1 and not errors[0]["loc"]:
+        return APIError(422, "The body must be a customer object or a non-empty array of customer objects")
+    details = [describe_error(error, batch) for error in errors]
+    fields = sorted({d["field"] for d in details if d["field"]})
+    return APIError(422, f"Invalid customer data in {', '.join(fields) or 'the body'}; see detail", details)
+
+
+def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
+    settings = settings or Settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    scorer = model.scorer
+    threshold = settings.threshold
+    batch = batch_adapter(settings.max_customers)
+    validate_one = CUSTOMER.validate_json
+    validate_many = batch.validate_json
+
+    def score_one(body: bytes) -> Response:
+        probability = scorer.score_one(validate_one(body))
+        g.customers = 1
+        metrics.PROBABILITY.observe(probability)
+        churn = "true" if probability >= threshold else "false"
+        return Response(f'{{"churn_probability":{probability!r},"churn":{churn}}}', mimetype="application/json")
+
+    def score_many(body: bytes) -> Response:
+        probabilities = scorer.score_many(validate_many(body))
+        g.customers = len(probabilities)
+        metrics.observe_probabilities(probabilities)
+        answers = ",".join(
+            f'{{"churn_probability":{p!r},"churn":{"true" if p >= threshold else "false"}}}' for p in probabilities
+        )
+        return Response(f"[{answers}]", mimetype="application/json")
+
+    @app.post("/predict")
+    def predict():
+        if not request.is_json:
+            raise APIError(415, "Send the customer as JSON with the header Content-Type: application/json")
+        body = request.get_data(cache=False)
+        is_batch = body.lstrip(JSON_WHITESPACE)[:1] == b"["
+        try:
+            response = score_many(body) if is_batch else score_one(body)
+        except ValidationError as e:
+            raise validation_error(e, is_batch, settings.max_customers) from None
+        metrics.PREDICTIONS.inc(g.customers)
+        return response
+
+    # Warm-up: the sample customer goes through the same path a request takes, once, before any request.
+    probability = scorer.score_one(CUSTOMER.validate_python(SAMPLE_CUSTOMER))
+    ready = 0.0 <= probability <= 1.0
+
+    @app.get("/ping")
+    def ping():
+        return "PONG"
+
+    @app.get("/health/live")
+    def live():
+        return {"status": "alive"}
+
+    @app.get("/health/ready")
+    def health_ready():
+        if not ready:
+            return error_response(503, "The model is not ready: the warm-up prediction failed")
+        return {"status": "ready"}
+
+    model_card = {
+        "model_file": model.path.name,
+        "sha256": model.sha256,
+        "sklearn_version": sklearn.__version__,
+        "scorer": type(scorer).__name__,
+        "threshold": threshold,
+        "features": {f.name: {"description": f.description, **f.constraints()} for f in FEATURES},
+        "training": model.training,
+    }
+
+    @app.get("/model")
+    def model_info():
+        return model_card
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    document = openapi_document(settings)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return document
+
+    # Swagger UI's assets come from the flask-swagger-ui package, so /docs works offline.
+    app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "Churn service"}))
+
+    @app.before_request
+    def start_request():
+        g.start = time.perf_counter()
+        sent = request.headers.get("X-Request-ID", "")
+        g.request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        g.customers = 0
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        duration = time.perf_counter() - g.start
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(request.method, endpoint, response.status_code).inc()
+        metrics.REQUEST_DURATION.labels(endpoint).observe(duration)
+        response.headers["X-Request-ID"] = g.request_id
+        access_log.info(
+            "request",
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(duration * 1000, 3),
+                    "customers": g.customers,
+                }
+            },
+        )
+        return response
+
+    @app.errorhandler(APIError)
+    def api_error(e: APIError):
+        return error_response(e.status, e.message, e.detail)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        message = {
+            404: f"No such endpoint: {request.path}; the API is described at /openapi.json",
+            405: f"{request.method} is not allowed on {request.path}",
+            413: f"The body is larger than {settings.max_body_bytes} bytes",
+        }.get(e.code, e.description)
+        allow = getattr(e, "valid_methods", None)
+        return error_response(e.code, message, headers={"Allow": ", ".join(allow)} if allow else None)
+
+    @app.errorhandler(Exception)
+    def internal_error(e: Exception):
+        app.logger.exception("unhandled error")
+        return error_response(500, f"Internal error; quote request ID {g.get('request_id')}")
+
+    return app

@@ -1,0 +1,45 @@
+"""gunicorn settings for `gunicorn predict:app` (read from this file by default). Each can be set by environment."""
+
+import os
+import shutil
+import tempfile
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '9696')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# A worker silent this long is killed and replaced; a prediction takes milliseconds.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM, in-flight requests get this long to finish: under `docker stop`'s 10 s.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "8"))
+# Recycle workers now and then, staggered so they do not all restart at once.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
+# Load the model once in the master; the workers share its memory.
+preload_app = True
+# Our app writes one JSON line per request; gunicorn's own access log would repeat it.
+accesslog = None
+# Heartbeat files in memory, not on a container's overlay filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# prometheus_client keeps each worker's metrics in files under this folder; it must be set before the
+# app (and so prometheus_client) is imported, which is why it is here and not in the app.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churn-metrics-")
+
+
+def on_starting(server):
+    # Files left by an earlier run would be counted again.
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(metrics_dir):
+        os.remove(os.path.join(metrics_dir, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -1,0 +1,83 @@
+"""Train the churn model: cross-validate, fit on the full training split, test, and pickle (dv, model).
+
+python train.py [--data PATH] [--C 1.0] [--n-splits 5] [--output model_C=1.0.bin] [--report DIR]
+"""
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.metrics import roc_auc_score
+
+from churn import data
+from churn.model import cross_validate, fit, predict, save_model, split
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help=f"the CSV (default: {data.DEFAULT_DATA_PATH}, downloaded if missing)")
+    parser.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength (default 1.0)")
+    parser.add_argument("--n-splits", type=int, default=5, help="cross-validation folds (default 5)")
+    parser.add_argument("--output", type=Path, help="model file (default: model_C={C}.bin)")
+    parser.add_argument("--report", type=Path, help="also write the training report (metrics and plots) here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output = args.output or Path(f"model_C={args.C}.bin")
+    data_path = args.data or data.download_data()
+    df = data.load_data(data_path)
+    df_full_train, df_test = split(df)
+
+    print(f"doing validation with C={args.C}")
+    aucs = cross_validate(
+        df_full_train, args.C, args.n_splits, on_fold=lambda fold, auc: print(f"auc on fold {fold} is {auc:.3f}")
+    )
+    print("validation results:")
+    print(f"C={args.C} {np.mean(aucs):.3f} +- {np.std(aucs):.3f}")
+
+    print("training the final model")
+    dv, model = fit(df_full_train, args.C)
+    test_auc = roc_auc_score(df_test[data.TARGET], predict(df_test, dv, model))
+    print(f"auc={test_auc:.3f}")
+
+    save_model(output, dv, model)
+    metrics = {
+        "model_file": output.name,
+        "data_sha256": data.file_sha256(data_path),
+        "rows": len(df),
+        "params": {
+            "C": args.C,
+            "n_splits": args.n_splits,
+            **{k: v for k, v in model.get_params().items() if k in ("solver", "max_iter")},
+        },
+        "cv_auc": aucs,
+        "cv_auc_mean": float(np.mean(aucs)),
+        "cv_auc_std": float(np.std(aucs)),
+        "test_auc": float(test_auc),
+        "versions": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
+    }
+    metrics_path = output.with_name(output.name + ".json")
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"the model is saved to {output}, its metrics to {metrics_path}")
+    if args.report:
+        from churn.report import (
+            write_report,  # matplotlib is a training-only dependency
+        )
+
+        write_report(args.report, metrics, df_test[data.TARGET].to_numpy(), predict(df_test, dv, model))
+        print(f"the training report is in {args.report}")
+
+
+if __name__ == "__main__":
+    main()
