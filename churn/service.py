@@ -1,6 +1,5 @@
 """The Flask service: create_app(model, settings) wires routes, JSON errors, metrics and request logging."""
 
-import logging
 import os
 import re
 import time
@@ -8,12 +7,12 @@ import uuid
 from dataclasses import dataclass
 
 import sklearn
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask_swagger_ui import get_swaggerui_blueprint
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from churn import metrics
+from churn import logs, metrics
 from churn.data import clean_text
 from churn.model import ServedModel
 from churn.openapi import openapi_document
@@ -26,7 +25,6 @@ from churn.schema import (
     batch_adapter,
 )
 
-access_log = logging.getLogger("churn.access")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 JSON_WHITESPACE = b" \t\r\n"
 
@@ -102,19 +100,17 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
 
     def score_one(body: bytes) -> Response:
         probability = scorer.score_one(validate_one(body))
-        g.customers = 1
         metrics.PROBABILITY.observe(probability)
         churn = "true" if probability >= threshold else "false"
-        return Response(f'{{"churn_probability":{probability!r},"churn":{churn}}}', mimetype="application/json")
+        return Response(f'{{"churn_probability":{probability!r},"churn":{churn}}}', mimetype="application/json"), 1
 
     def score_many(body: bytes) -> Response:
         probabilities = scorer.score_many(validate_many(body))
-        g.customers = len(probabilities)
         metrics.observe_probabilities(probabilities)
         answers = ",".join(
             f'{{"churn_probability":{p!r},"churn":{"true" if p >= threshold else "false"}}}' for p in probabilities
         )
-        return Response(f"[{answers}]", mimetype="application/json")
+        return Response(f"[{answers}]", mimetype="application/json"), len(probabilities)
 
     @app.post("/predict")
     def predict():
@@ -123,10 +119,11 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
         body = request.get_data(cache=False)
         is_batch = body.lstrip(JSON_WHITESPACE)[:1] == b"["
         try:
-            response = score_many(body) if is_batch else score_one(body)
+            response, customers = score_many(body) if is_batch else score_one(body)
         except ValidationError as e:
             raise validation_error(e, is_batch, settings.max_customers) from None
-        metrics.PREDICTIONS.inc(g.customers)
+        metrics.PREDICTIONS.inc(customers)
+        request.environ["churn.customers"] = customers
         return response
 
     # Warm-up: the sample customer goes through the same path a request takes, once, before any request.
@@ -175,34 +172,6 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     # Swagger UI's assets come from the flask-swagger-ui package, so /docs works offline.
     app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "Churn service"}))
 
-    @app.before_request
-    def start_request():
-        g.start = time.perf_counter()
-        sent = request.headers.get("X-Request-ID", "")
-        g.request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-        g.customers = 0
-
-    @app.after_request
-    def finish_request(response: Response) -> Response:
-        duration = time.perf_counter() - g.start
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUESTS.labels(request.method, endpoint, response.status_code).inc()
-        metrics.REQUEST_DURATION.labels(endpoint).observe(duration)
-        response.headers["X-Request-ID"] = g.request_id
-        access_log.info(
-            "request",
-            extra={
-                "fields": {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round(duration * 1000, 3),
-                    "customers": g.customers,
-                }
-            },
-        )
-        return response
-
     @app.errorhandler(APIError)
     def api_error(e: APIError):
         return error_response(e.status, e.message, e.detail)
@@ -220,6 +189,59 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     @app.errorhandler(Exception)
     def internal_error(e: Exception):
         app.logger.exception("unhandled error")
-        return error_response(500, f"Internal error; quote request ID {g.get('request_id')}")
+        return error_response(500, f"Internal error; quote request ID {logs.request_id.get()}")
 
+    app.wsgi_app = RequestObserver(app.wsgi_app, app.url_map)
     return app
+
+
+class RequestObserver:
+    """WSGI middleware: request ID, duration, metrics and the access log line, around every request.
+
+    It works on the WSGI environ rather than Flask's context-local proxies, which cost more than the
+    prediction itself; the view reports how many customers it scored in environ["churn.customers"].
+    """
+
+    def __init__(self, wsgi_app, url_map):
+        self.wsgi_app = wsgi_app
+        self.url_map = url_map
+        self.fixed_paths = {rule.rule for rule in url_map.iter_rules() if not rule.arguments}
+
+    def endpoint(self, environ) -> str:
+        """The route template, not the raw path, so that metrics have few label values."""
+        path = environ.get("PATH_INFO", "")
+        if path in self.fixed_paths:
+            return path
+        try:
+            rule, _ = self.url_map.bind_to_environ(environ).match(return_rule=True)
+            return rule.rule
+        except HTTPException:
+            return "unmatched"
+
+    def __call__(self, environ, start_response):
+        start = time.perf_counter()
+        sent = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        token = logs.request_id.set(request_id)
+        status = []
+
+        def start_with_id(status_line, headers, exc_info=None):
+            status.append(status_line)
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            # Flask answers with a buffered body, so the response is complete when the app returns.
+            body = self.wsgi_app(environ, start_with_id)
+            duration = time.perf_counter() - start
+            code = status[0][:3] if status else "500"
+            method = environ.get("REQUEST_METHOD", "")
+            endpoint = self.endpoint(environ)
+            metrics.REQUESTS.labels(method, endpoint, code).inc()
+            metrics.REQUEST_DURATION.labels(endpoint).observe(duration)
+            logs.log_request(
+                method, environ.get("PATH_INFO", ""), int(code), duration, environ.get("churn.customers", 0), request_id
+            )
+            return body
+        finally:
+            logs.request_id.reset(token)
