@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from churn.logs import configure_logging
-from churn.model import load_served_model
+from churn.scoring import load_served_model
 from churn.service import Settings, create_app
 
 MODEL_FILE = Path(os.environ.get("MODEL_FILE", Path(__file__).resolve().parent / "model_C=1.0.bin"))

@@ -4,8 +4,6 @@ import hashlib
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
-
 DATA_FILE_NAME = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = (
     "https://raw.githubusercontent.com/alexeygrigorev/mlbookcamp-code/master/"
@@ -43,12 +41,13 @@ def download_data(path: Path = DEFAULT_DATA_PATH, url: str = DATA_URL) -> Path:
     return path
 
 
-def clean_frame(df: pd.DataFrame) -> pd.DataFrame:
+def clean_frame(df):
     """Column names and text values cleaned with clean_text, blank totalcharges as 0, churn yes -> 1.
 
     Text columns are found with is_string_dtype, which holds for pandas 2's object columns and pandas 3's
     str dtype alike (selecting dtype 'object' finds nothing under pandas 3).
     """
+    import pandas as pd  # here, not at the top: the service uses clean_text alone and starts without pandas
     df = df.rename(columns=clean_text)
     df["totalcharges"] = pd.to_numeric(df["totalcharges"], errors="coerce").fillna(0)
     for column in df.columns:
@@ -59,5 +58,7 @@ def clean_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def load_data(path: Path = DEFAULT_DATA_PATH) -> pd.DataFrame:
+def load_data(path: Path = DEFAULT_DATA_PATH):
+    import pandas as pd
+
     return clean_frame(pd.read_csv(path))

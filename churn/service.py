@@ -6,7 +6,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import sklearn
 from flask import Flask, Response, jsonify, request
 from flask_swagger_ui import get_swaggerui_blueprint
 from pydantic import ValidationError
@@ -14,7 +13,6 @@ from werkzeug.exceptions import HTTPException
 
 from churn import logs, metrics
 from churn.data import clean_text
-from churn.model import ServedModel
 from churn.openapi import openapi_document
 from churn.schema import (
     CUSTOMER,
@@ -24,6 +22,7 @@ from churn.schema import (
     SAMPLE_CUSTOMER,
     batch_adapter,
 )
+from churn.scoring import ServedModel
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 JSON_WHITESPACE = b" \t\r\n"
@@ -147,7 +146,7 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     model_card = {
         "model_file": model.path.name,
         "sha256": model.sha256,
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": model.sklearn_version,
         "scorer": type(scorer).__name__,
         "threshold": threshold,
         "features": {f.name: {"description": f.description, **f.constraints()} for f in FEATURES},

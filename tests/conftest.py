@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from churn.data import DATA_FILE_NAME, load_data
-from churn.model import load_served_model
+from churn.scoring import load_served_model
 from churn.service import Settings, create_app
 
 ROOT = Path(__file__).resolve().parent.parent

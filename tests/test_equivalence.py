@@ -5,7 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from churn.model import FEATURE_NAMES, SklearnScorer, make_scorer
+from churn.model import FEATURE_NAMES
+from churn.scoring import SklearnScorer, make_scorer
 from tests.conftest import MODEL_FILE
 
 TOLERANCE = 1e-12

@@ -1,0 +1,204 @@
+"""Safe loading and fast scoring of the pickled (dv, model) pair at serving time.
+
+Nothing here imports scikit-learn or pandas: the pickle is read into stand-in objects that keep the
+estimators' fitted state, which is all a folded logistic regression needs. That keeps the service's start
+and memory below the classic service's; scikit-learn itself is loaded only for a model that cannot be folded.
+"""
+
+import io
+import json
+import math
+import pickle
+from dataclasses import dataclass
+from importlib.metadata import version
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+
+from churn.data import clean_text, file_sha256
+from churn.schema import FEATURES
+
+ESTIMATORS = {
+    ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
+    ("sklearn.linear_model._logistic", "LogisticRegression"),
+}
+# The pickle may come from anywhere: only the globals a fitted pair needs are admitted.
+ALLOWED_GLOBALS = ESTIMATORS | {
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy", "float64"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class ModelLoadError(Exception):
+    """The model file cannot be served; the message names the file and what to do."""
+
+
+class PickledEstimator:
+    """A scikit-learn estimator's fitted state (coef_, vocabulary_, ...) as attributes, without scikit-learn."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+STAND_INS = {key: type(key[1], (PickledEstimator,), {}) for key in ESTIMATORS}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, stand_ins: bool):
+        super().__init__(file)
+        self.stand_ins = stand_ins
+
+    def find_class(self, module, name):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        if self.stand_ins and (module, name) in ESTIMATORS:
+            return STAND_INS[module, name]
+        return super().find_class(module, name)
+
+
+def unpickle_pair(path: Path, stand_ins: bool = True) -> tuple:
+    """Read (dv, model) from path, admitting only ALLOWED_GLOBALS, so no code the file carries runs.
+
+    With stand_ins, the estimators come back as PickledEstimator objects and are checked against the
+    installed scikit-learn version; without, as real scikit-learn objects.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"cannot read model file {path}: {e.strerror}") from None
+    if not data:
+        raise ModelLoadError(f"model file {path} is empty: run train.py to make one")
+    try:
+        pair = _RestrictedUnpickler(io.BytesIO(data), stand_ins).load()
+    except pickle.UnpicklingError as e:
+        raise ModelLoadError(f"model file {path}: {e}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as e:
+        raise ModelLoadError(f"model file {path} is truncated or not a model pickle ({e!r})") from None
+    names = tuple(type(part).__name__ for part in pair) if isinstance(pair, tuple) else ()
+    if names != ("DictVectorizer", "LogisticRegression"):
+        raise ModelLoadError(f"model file {path} does not hold a (DictVectorizer, LogisticRegression) pair")
+    if stand_ins:
+        installed = version("scikit-learn")
+        for part in pair:
+            pickled = part.__dict__.get("_sklearn_version", "unknown")
+            if pickled != installed:
+                raise ModelLoadError(
+                    f"model file {path} was pickled with scikit-learn {pickled}, this is scikit-learn {installed}: "
+                    "retrain it with `python train.py` (make train)"
+                )
+    return pair
+
+
+def canonical_values() -> dict[str, dict[str, str]]:
+    """For each categorical feature, every accepted spelling -> the model's spelling."""
+    return {f.name: {spelling: clean_text(spelling) for spelling in f.accepted_values} for f in FEATURES if f.values}
+
+
+def check_vocabulary(dv) -> None:
+    """The schema must describe exactly what the model was trained on, or validation would lie."""
+    expected = {f.name for f in FEATURES if not f.values}
+    expected |= {f"{f.name}{dv.separator}{v}" for f in FEATURES for v in f.clean_values}
+    actual = set(dv.feature_names_)
+    if actual != expected:
+        raise ModelLoadError(
+            "the model's features differ from the schema: "
+            f"unknown to the schema {sorted(actual - expected)}, unknown to the model {sorted(expected - actual)}"
+        )
+
+
+def sigmoid(z: float) -> float:
+    # scikit-learn's expit is 1 / (1 + exp(-z)); math.exp overflows where expit reaches 0.
+    return 0.0 if z < -709 else 1.0 / (1.0 + math.exp(-z))
+
+
+def foldable(dv, model) -> bool:
+    """A binary logistic regression over dv's features: its probability is a sigmoid of a weighted sum."""
+    coef = getattr(model, "coef_", None)
+    return (
+        type(model).__name__ == "LogisticRegression"
+        and len(getattr(model, "classes_", ())) == 2
+        and coef is not None
+        and coef.shape == (1, len(dv.feature_names_))
+    )
+
+
+class LinearScorer:
+    """A binary logistic regression folded at load time into one weight per category and per number.
+
+    The probability is the sum scikit-learn computes (in another order), so it agrees with predict_proba to
+    about 1e-16, at microseconds per customer instead of scikit-learn's per-call validation.
+    """
+
+    def __init__(self, dv, model):
+        coef = dict(zip(dv.feature_names_, model.coef_[0].tolist(), strict=True))
+        self.intercept = float(model.intercept_[0])
+        self.categorical = [
+            (field, {spelling: coef[f"{field}{dv.separator}{value}"] for spelling, value in spellings.items()})
+            for field, spellings in canonical_values().items()
+        ]
+        self.numeric = [(f.name, coef[f.name]) for f in FEATURES if not f.values]
+
+    def score_one(self, customer: dict) -> float:
+        z = self.intercept
+        for field, weights in self.categorical:
+            z += weights[customer[field]]
+        for field, weight in self.numeric:
+            z += weight * customer[field]
+        return sigmoid(z)
+
+    def score_many(self, customers: list[dict]) -> list[float]:
+        n = len(customers)
+        z = np.full(n, self.intercept)
+        for field, weights in self.categorical:
+            z += np.fromiter(map(weights.__getitem__, map(itemgetter(field), customers)), float, n)
+        for field, weight in self.numeric:
+            z += weight * np.fromiter(map(itemgetter(field), customers), float, n)
+        with np.errstate(over="ignore"):  # exp overflows to inf where the probability is 0, as in expit
+            return (1.0 / (1.0 + np.exp(-z))).tolist()
+
+
+class SklearnScorer:
+    """Any other fitted pair (real scikit-learn objects): the model's spelling restored, then scikit-learn itself."""
+
+    def __init__(self, dv, model):
+        self.dv, self.model = dv, model
+        self.canonical = canonical_values()
+
+    def score_many(self, customers: list[dict]) -> list[float]:
+        rows = [{k: self.canonical[k][v] if k in self.canonical else v for k, v in c.items()} for c in customers]
+        return self.model.predict_proba(self.dv.transform(rows))[:, 1].tolist()
+
+    def score_one(self, customer: dict) -> float:
+        return self.score_many([customer])[0]
+
+
+def make_scorer(dv, model) -> LinearScorer | SklearnScorer:
+    check_vocabulary(dv)
+    return LinearScorer(dv, model) if foldable(dv, model) else SklearnScorer(dv, model)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the service needs of a model file: its scorer and the facts its model card reports."""
+
+    path: Path
+    sha256: str
+    sklearn_version: str  # the version that pickled it (loading refuses any other)
+    scorer: LinearScorer | SklearnScorer
+    training: dict | None  # the metrics train.py wrote beside the model, when present
+
+
+def load_served_model(path: Path) -> ServedModel:
+    path = Path(path)
+    dv, model = unpickle_pair(path)
+    sklearn_version = model._sklearn_version
+    if not foldable(dv, model):
+        dv, model = unpickle_pair(path, stand_ins=False)
+    metrics_path = path.with_name(path.name + ".json")
+    training = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    return ServedModel(path, file_sha256(path), sklearn_version, make_scorer(dv, model), training)
