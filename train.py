@@ -46,6 +46,7 @@ def main(argv=None):
     test_auc = roc_auc_score(df_test[data.TARGET], predict(df_test, dv, model))
     print(f"auc={test_auc:.3f}")
 
+    output.parent.mkdir(parents=True, exist_ok=True)
     save_model(output, dv, model)
     metrics = {
         "model_file": output.name,
@@ -71,9 +72,8 @@ def main(argv=None):
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"the model is saved to {output}, its metrics to {metrics_path}")
     if args.report:
-        from churn.report import (
-            write_report,  # matplotlib is a training-only dependency
-        )
+        # Imported here: matplotlib is a training-only dependency.
+        from churn.report import write_report
 
         write_report(args.report, metrics, df_test[data.TARGET].to_numpy(), predict(df_test, dv, model))
         print(f"the training report is in {args.report}")

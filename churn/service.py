@@ -23,6 +23,7 @@ from churn.schema import (
     batch_adapter,
 )
 from churn.scoring import ServedModel
+from churn.web import web
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 JSON_WHITESPACE = b" \t\r\n"
@@ -33,6 +34,13 @@ class Settings:
     threshold: float = 0.5
     max_customers: int = MAX_BATCH_DEFAULT
     max_body_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self):
+        # A misconfigured service should refuse to start, not answer every request wrongly.
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"CHURN_THRESHOLD must be between 0 and 1, not {self.threshold}")
+        if self.max_customers < 1 or self.max_body_bytes < 1:
+            raise ValueError("CHURN_MAX_CUSTOMERS and CHURN_MAX_BODY_BYTES must be positive")
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -88,7 +96,7 @@ def validation_error(e: ValidationError, batch: bool, max_customers: int) -> API
 
 def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the web page's blueprint serves its own assets
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     scorer = model.scorer
@@ -168,6 +176,7 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     def openapi():
         return document
 
+    app.register_blueprint(web)
     # Swagger UI's assets come from the flask-swagger-ui package, so /docs works offline.
     app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "Churn service"}))
 

@@ -65,8 +65,10 @@ def test_threshold_is_configurable(client):
     assert 0.5 < answer["churn_probability"] < 0.99 and answer["churn"] is False
 
 
-def test_threshold_from_environment():
+def test_settings_from_environment():
     assert Settings.from_env({"CHURN_THRESHOLD": "0.3", "CHURN_MAX_CUSTOMERS": "7"}) == Settings(0.3, 7)
+    with pytest.raises(ValueError, match="CHURN_THRESHOLD"):
+        Settings.from_env({"CHURN_THRESHOLD": "50"})
 
 
 def assert_error(response, status, fields=()):

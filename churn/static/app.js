@@ -1,0 +1,286 @@
+"use strict";
+// The page's behaviour: the form and the CSV upload both call POST /predict and show what it answers.
+(() => {
+  const schema = JSON.parse(document.getElementById("schema").textContent);
+  const predictUrl = document.body.dataset.predictUrl;
+  // churn.data.clean_text: the dataset's spelling of a name to the model's, which the form's controls use.
+  const modelName = (text) => text.toLowerCase().replaceAll(" ", "_");
+  const numericColumns = new Set(schema.filter((f) => f.numeric).flatMap((f) => [f.name, f.column]));
+  const percent = (p) => `${(p * 100).toFixed(1)} %`;
+
+  async function predict(body) {
+    const response = await fetch(predictUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(body),
+    });
+    let data;
+    try {
+      data = await response.json();
+    } catch {
+      data = { error: `The service answered HTTP ${response.status} without a JSON body` };
+    }
+    return { ok: response.ok, data };
+  }
+
+  function describe(detail) {
+    let text = detail.message;
+    // A message about a category usually lists the allowed values itself.
+    if (detail.allowed) {
+      if (!text.includes(detail.allowed[0])) text += ` (allowed: ${detail.allowed.join(", ")})`;
+    } else if (detail.maximum != null) {
+      text += ` (allowed: ${detail.minimum} to ${detail.maximum})`;
+    }
+    return text;
+  }
+
+  function showError(box, text) {
+    box.textContent = text;
+    box.hidden = false;
+  }
+
+  // One customer ---------------------------------------------------------------------------------------------------
+  const form = document.getElementById("customer-form");
+  const formError = document.getElementById("form-error");
+  const result = document.getElementById("result");
+  const resultText = document.getElementById("result-text");
+  const resultBar = document.getElementById("result-bar");
+  const controls = [...form.querySelectorAll("input[name], select[name]")];
+
+  function clearFormErrors() {
+    for (const control of controls) control.removeAttribute("aria-invalid");
+    for (const box of form.querySelectorAll(".field-error, #form-error")) {
+      box.textContent = "";
+      box.hidden = true;
+    }
+  }
+
+  function customerFromForm() {
+    const customer = {};
+    for (const control of controls) {
+      // An empty or unparsable number is sent as null, so that the API names the field in its answer.
+      const number = control.type === "number";
+      customer[control.name] = number ? (control.value.trim() === "" ? null : Number(control.value)) : control.value;
+    }
+    return customer;
+  }
+
+  function showResult(answer) {
+    const p = answer.churn_probability;
+    // The full value, as parsed from the API's JSON, for anyone (or any test) who needs more than the rounding.
+    result.dataset.probability = String(p);
+    result.dataset.churn = String(answer.churn);
+    result.classList.toggle("churn", answer.churn);
+    resultText.textContent = "";
+    const strong = document.createElement("strong");
+    strong.id = "probability";
+    strong.textContent = percent(p);
+    resultText.append("Churn probability ", strong, ": ");
+    const decision = document.createElement("span");
+    decision.id = "decision";
+    decision.textContent = answer.churn ? "likely to churn" : "not likely to churn";
+    resultText.append(decision);
+    resultBar.style.width = `${p * 100}%`;
+  }
+
+  function clearResult() {
+    delete result.dataset.probability;
+    delete result.dataset.churn;
+    result.classList.remove("churn");
+    resultText.textContent = "No prediction: see the errors above.";
+    resultBar.style.width = "0";
+  }
+
+  function showFieldErrors(data) {
+    const unplaced = [];
+    let first = null;
+    for (const detail of data.detail || []) {
+      const control = detail.field ? form.elements.namedItem(modelName(detail.field)) : null;
+      if (!control) {
+        unplaced.push(detail.field ? `${detail.field}: ${describe(detail)}` : describe(detail));
+        continue;
+      }
+      const box = document.getElementById(`${control.id}-error`);
+      showError(box, box.textContent ? `${box.textContent} ${describe(detail)}` : describe(detail));
+      control.setAttribute("aria-invalid", "true");
+      first ??= control;
+    }
+    if (unplaced.length || !first) showError(formError, [data.error, ...unplaced].join(" "));
+    (first || formError).focus();
+  }
+
+  // While a request is out a second submit is ignored; the button is not disabled, which would take the
+  // keyboard's focus away from it.
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (form.getAttribute("aria-busy")) return;
+    clearFormErrors();
+    form.setAttribute("aria-busy", "true");
+    try {
+      const { ok, data } = await predict(customerFromForm());
+      if (ok) {
+        showResult(data);
+      } else {
+        clearResult();
+        showFieldErrors(data);
+      }
+    } catch (error) {
+      clearResult();
+      showError(formError, `The service could not be reached: ${error.message}`);
+    } finally {
+      form.removeAttribute("aria-busy");
+    }
+  });
+
+  // A file of customers --------------------------------------------------------------------------------------------
+  const uploadForm = document.getElementById("upload-form");
+  const fileInput = document.getElementById("csv-file");
+  const uploadError = document.getElementById("upload-error");
+  const batchResult = document.getElementById("batch-result");
+  const batchSummary = document.getElementById("batch-summary");
+  const download = document.getElementById("download");
+  const tbody = document.querySelector("#scores tbody");
+
+  // RFC 4180: fields separated by commas, optionally quoted, "" for a quote inside quotes, CRLF or LF line ends.
+  function parseCsv(text) {
+    const rows = [];
+    let row = [];
+    let field = "";
+    let quoted = false;
+    let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; // a byte order mark, as spreadsheets write
+    for (; i < text.length; i++) {
+      const c = text[i];
+      if (quoted) {
+        if (c !== '"') field += c;
+        else if (text[i + 1] === '"') field += text[i++];
+        else quoted = false;
+      } else if (c === '"') {
+        quoted = true;
+      } else if (c === ",") {
+        row.push(field);
+        field = "";
+      } else if (c === "\n" || c === "\r") {
+        if (c === "\r" && text[i + 1] === "\n") i++;
+        row.push(field);
+        rows.push(row);
+        row = [];
+        field = "";
+      } else {
+        field += c;
+      }
+    }
+    if (quoted) throw new Error("the file ends inside a quoted field");
+    if (field !== "" || row.length) {
+      row.push(field);
+      rows.push(row);
+    }
+    return rows.filter((r) => r.length > 1 || r[0] !== ""); // blank lines
+  }
+
+  const csvField = (value) => (/[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value);
+  const csvLine = (fields) => fields.map(csvField).join(",");
+
+  // Numbers go as JSON numbers; a blank or unparsable cell goes as written, for the API to accept or name.
+  function cell(column, value) {
+    if (!numericColumns.has(column) || value.trim() === "") return value;
+    const number = Number(value);
+    return Number.isFinite(number) ? number : value;
+  }
+
+  function showBatchErrors(data, ids) {
+    const details = data.detail || [];
+    uploadError.textContent = "";
+    const heading = document.createElement("p");
+    heading.textContent = data.error;
+    const list = document.createElement("ul");
+    for (const detail of details.slice(0, 20)) {
+      const item = document.createElement("li");
+      const id = ids[detail.index];
+      const where = detail.index === undefined ? "" : `Row ${detail.index + 1}${id ? ` (${id})` : ""}: `;
+      item.textContent = `${where}${detail.field ? `${detail.field}: ` : ""}${describe(detail)}`;
+      if (detail.index !== undefined) item.dataset.index = detail.index;
+      list.append(item);
+    }
+    if (details.length > 20) {
+      const more = document.createElement("li");
+      more.textContent = `and ${details.length - 20} more`;
+      list.append(more);
+    }
+    uploadError.append(heading, list);
+    uploadError.hidden = false;
+  }
+
+  function showTable(header, records, ids, answers, fileName) {
+    const risk = (i) => answers[i].churn_probability;
+    const order = answers.map((_, i) => i).sort((a, b) => risk(b) - risk(a) || a - b);
+    const rows = document.createDocumentFragment();
+    for (const i of order) {
+      const { churn_probability: p, churn } = answers[i];
+      const tr = document.createElement("tr");
+      tr.dataset.row = i;
+      tr.dataset.probability = String(p);
+      tr.dataset.churn = String(churn);
+      if (churn) tr.className = "churn";
+      for (const text of [ids[i], percent(p), churn ? "yes" : "no"]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.append(td);
+      }
+      rows.append(tr);
+    }
+    tbody.replaceChildren(rows);
+
+    const lines = [csvLine([...header, "churn_probability", "churn"])];
+    records.forEach((record, i) => lines.push(csvLine([...record, String(risk(i)), String(answers[i].churn)])));
+    if (download.href.startsWith("blob:")) URL.revokeObjectURL(download.href);
+    download.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+    download.download = `${fileName.replace(/\.csv$/i, "")}-scored.csv`;
+
+    const churners = answers.filter((a) => a.churn).length;
+    batchSummary.textContent = `${answers.length} customers scored; ${churners} likely to churn.`;
+    batchResult.hidden = false;
+  }
+
+  uploadForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (uploadForm.getAttribute("aria-busy")) return;
+    uploadError.hidden = true;
+    batchSummary.textContent = "";
+    batchResult.hidden = true;
+    const file = fileInput.files[0];
+    const fail = (text) => {
+      showError(uploadError, text);
+      fileInput.focus();
+    };
+    if (!file) return fail("Choose a CSV file first.");
+    uploadForm.setAttribute("aria-busy", "true");
+    try {
+      let rows;
+      try {
+        rows = parseCsv(await file.text());
+      } catch (error) {
+        return fail(`The file is not valid CSV: ${error.message}.`);
+      }
+      const [header, ...records] = rows;
+      if (!records.length) return fail("The file has no customer rows under its header.");
+      const uneven = records.findIndex((r) => r.length !== header.length);
+      if (uneven >= 0) {
+        return fail(`Row ${uneven + 1} has ${records[uneven].length} fields; the header has ${header.length}.`);
+      }
+      const idColumn = header.indexOf("customerID");
+      const ids = records.map((r, i) => (idColumn >= 0 ? r[idColumn] : `row ${i + 1}`));
+      const customers = records.map((r) => Object.fromEntries(header.map((column, j) => [column, cell(column, r[j])])));
+      const { ok, data } = await predict(customers);
+      if (!ok) {
+        showBatchErrors(data, ids);
+        fileInput.focus();
+        return;
+      }
+      showTable(header, records, ids, data, file.name);
+    } catch (error) {
+      fail(`The service could not be reached: ${error.message}`);
+    } finally {
+      uploadForm.removeAttribute("aria-busy");
+    }
+  });
+})();

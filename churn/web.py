@@ -1,0 +1,29 @@
+"""The web page: GET / serves a form generated from the schema and a CSV upload; both call POST /predict."""
+
+from flask import Blueprint, render_template, url_for
+
+from churn.schema import FEATURES, SAMPLE_CUSTOMER
+
+# The assets get their own URL prefix: Flask(__name__) in churn.service also serves churn/static at /static,
+# and two rules for one URL would make which one answers an accident of registration order.
+web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
+
+# What the script needs from the schema: which columns are numbers, under either spelling of their name.
+PAGE_SCHEMA = [{"name": f.name, "column": f.column, "numeric": not f.categorical} for f in FEATURES]
+
+# Everything the page loads comes from this server; the policy makes a CDN link or injected script fail loudly.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@web.get("/")
+def index():
+    html = render_template(
+        "index.html",
+        features=FEATURES,
+        sample=SAMPLE_CUSTOMER,
+        schema=PAGE_SCHEMA,
+        predict_url=url_for("predict"),
+    )
+    return html, {"Content-Security-Policy": CONTENT_SECURITY_POLICY}

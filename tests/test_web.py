@@ -1,0 +1,331 @@
+"""The web page in headless Chromium against the real app under waitress: form, CSV upload, errors, keyboard, phone."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
+from tests.servers import free_port, running_server, waitress_command
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}
+# Playwright's own waits are in milliseconds; the page only waits on the local server.
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("web") / "server.log"
+    with running_server(waitress_command(port), port, log_path=log) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (make test does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url, viewport=None):
+    """A fresh context at `url`; script errors, console errors and failed loads are kept to be asserted on.
+
+    An error status from /predict is the API's answer, which the page shows, so it is no problem; the console's
+    own line for it ("Failed to load resource") is left to the response check.
+    """
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.problems = []
+
+    def on_console(message):
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            page.problems.append(message.text)
+
+    def on_response(response):
+        if response.status >= 400 and not response.url.endswith("/predict"):
+            page.problems.append(f"{response.status} {response.url}")
+
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.on("console", on_console)
+    page.on("response", on_response)
+    page.goto(url)
+    return page
+
+
+@pytest.fixture
+def page(browser, server_url):
+    page = open_page(browser, server_url)
+    yield page
+    problems = page.problems
+    page.context.close()
+    assert problems == []
+
+
+@pytest.fixture
+def phone_page(browser, server_url):
+    page = open_page(browser, server_url, PHONE)
+    yield page
+    problems = page.problems
+    page.context.close()
+    assert problems == []
+
+
+def api(url, body):
+    response = requests.post(f"{url}/predict", json=body, timeout=30)
+    return response.status_code, response.json()
+
+
+def control(page, name):
+    return page.locator(f"#f-{name}")
+
+
+def wait_for_result(page):
+    expect(page.locator("#result[data-probability]")).to_be_attached()
+    result = page.locator("#result")
+    return float(result.get_attribute("data-probability")), result.get_attribute("data-churn")
+
+
+def raw_rows(source: Path, count: int) -> list[dict]:
+    """The dataset's first `count` rows, spelled as in the file."""
+    with open(source, newline="") as f:
+        return [row for _, row in zip(range(count), csv.DictReader(f), strict=False)]
+
+
+def write_rows(rows: list[dict], target: Path, **options) -> Path:
+    with open(target, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), **options)
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def upload(page, path):
+    page.locator("#csv-file").set_input_files(str(path))
+    page.locator("#upload-button").click()
+
+
+def table_rows(page):
+    """(customerID, full probability, decision text, churn) for each row of the scores table, top to bottom."""
+    return page.locator("#scores tbody tr").evaluate_all(
+        """rows => rows.map(r => [r.cells[0].textContent, r.dataset.probability, r.cells[2].textContent,
+                                  r.dataset.churn])"""
+    )
+
+
+def test_the_form_is_the_schema_prefilled_with_the_sample_customer(page, server_url):
+    response = requests.get(server_url, timeout=10)
+    assert response.status_code == 200 and "default-src 'self'" in response.headers["Content-Security-Policy"]
+    names = page.locator("#customer-form [name]").evaluate_all("controls => controls.map(c => c.name)")
+    assert names == [f.name for f in FEATURES]
+    for feature in FEATURES:
+        element = control(page, feature.name)
+        # Every control has a visible label naming its column and a hint with its description.
+        assert page.locator(f"label[for='f-{feature.name}']").inner_text() == feature.column
+        expect(element).to_have_accessible_description(feature.description)
+        if feature.categorical:
+            options = element.locator("option").evaluate_all("os => os.map(o => [o.value, o.textContent])")
+            assert options == [list(pair) for pair in zip(feature.clean_values, feature.values, strict=True)]
+            expect(element).to_have_value(SAMPLE_CUSTOMER[feature.name])
+        else:
+            expect(element).to_have_attribute("type", "number")
+            assert float(element.get_attribute("min")) == feature.minimum
+            assert float(element.get_attribute("max")) == feature.maximum
+            expect(element).to_have_attribute("step", "1" if feature.integer else "any")
+            assert float(element.input_value()) == SAMPLE_CUSTOMER[feature.name]
+    # Nothing is loaded from another origin.
+    sources = page.locator("script[src], link[href]").evaluate_all("els => els.map(e => e.src || e.href)")
+    assert sources and all(source.startswith(server_url + "/") for source in sources)
+
+
+def test_submitting_the_form_shows_the_apis_probability(page, server_url, tmp_path):
+    page.locator("#predict-button").click()
+    probability, churn = wait_for_result(page)
+    status, answer = api(server_url, SAMPLE_CUSTOMER)
+    assert status == 200
+    assert probability == answer["churn_probability"]
+    assert churn == json.dumps(answer["churn"])
+    expect(page.locator("#probability")).to_have_text(f"{answer['churn_probability'] * 100:.1f} %")
+    expect(page.locator("#decision")).to_have_text("likely to churn" if answer["churn"] else "not likely to churn")
+    bar_width = page.locator("#result-bar").evaluate("bar => bar.style.width")
+    assert float(bar_width.removesuffix("%")) == pytest.approx(answer["churn_probability"] * 100)
+
+    # A second, different customer: the page sends what the controls say, in the model's spelling.
+    control(page, "contract").select_option(label="Two year")
+    control(page, "paymentmethod").select_option(label="Bank transfer (automatic)")
+    control(page, "tenure").fill("48")
+    control(page, "totalcharges").fill("1432.8")
+    page.locator("#predict-button").click()
+    changed = {
+        **SAMPLE_CUSTOMER,
+        "contract": "two_year",
+        "paymentmethod": "bank_transfer_(automatic)",
+        "tenure": 48,
+        "totalcharges": 1432.8,
+    }
+    status, answer = api(server_url, changed)
+    assert status == 200 and answer["churn_probability"] != probability
+    expect(page.locator("#result")).to_have_attribute("data-probability", str(answer["churn_probability"]))
+    page.screenshot(path=tmp_path / "form.png", full_page=True)
+    assert (tmp_path / "form.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_keyboard_reaches_every_control_and_submits(page, server_url):
+    control(page, FEATURES[0].name).focus()
+    visited = []
+    for _ in range(len(FEATURES) + 5):
+        visited.append(page.evaluate("document.activeElement.id"))
+        if visited[-1] == "predict-button":
+            break
+        page.keyboard.press("Tab")
+    assert visited == [f"f-{f.name}" for f in FEATURES] + ["predict-button"]
+    page.keyboard.press("Enter")
+    probability, _ = wait_for_result(page)
+    assert probability == api(server_url, SAMPLE_CUSTOMER)[1]["churn_probability"]
+    # The focus stays where the keyboard left it, ready for another try.
+    expect(page.locator("#predict-button")).to_be_focused()
+
+
+@pytest.mark.parametrize("tenure", ["-1", "1201"])
+def test_an_api_error_is_shown_next_to_its_field(page, server_url, tmp_path, tenure):
+    page.locator("#predict-button").click()
+    wait_for_result(page)
+    control(page, "tenure").fill(tenure)
+    page.locator("#predict-button").click()
+    status, answer = api(server_url, {**SAMPLE_CUSTOMER, "tenure": int(tenure)})
+    assert status == 422 and [d["field"] for d in answer["detail"]] == ["tenure"]
+    error = page.locator("#f-tenure-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text(answer["detail"][0]["message"])
+    # Next to its field: in the tenure control's own box, and announced as part of its description.
+    assert error.evaluate("e => e.parentElement.contains(document.getElementById('f-tenure'))")
+    expect(control(page, "tenure")).to_have_attribute("aria-invalid", "true")
+    expect(control(page, "tenure")).to_be_focused()
+    expect(control(page, "tenure")).to_have_accessible_description(
+        f"{FEATURES_BY_NAME['tenure'].description} {error.inner_text()}"
+    )
+    assert page.locator(".field-error:visible").count() == 1
+    # The earlier prediction is gone: it was for another customer.
+    expect(page.locator("#result[data-probability]")).to_have_count(0)
+    page.screenshot(path=tmp_path / "error.png", full_page=True)
+
+    # Fixing the value clears the error and gives a prediction.
+    control(page, "tenure").fill("12")
+    page.locator("#predict-button").click()
+    wait_for_result(page)
+    expect(error).to_be_hidden()
+    expect(control(page, "tenure")).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_an_empty_number_is_named_by_the_api(page):
+    control(page, "monthlycharges").fill("")
+    page.locator("#predict-button").click()
+    expect(page.locator("#f-monthlycharges-error")).to_be_visible()
+    expect(page.locator("#f-tenure-error")).to_be_hidden()
+
+
+def test_a_csv_of_50_customers_is_scored_sorted_and_downloadable(page, server_url, dataset_path, raw_df, tmp_path):
+    rows = raw_rows(dataset_path, 50)
+    upload(page, write_rows(rows, tmp_path / "customers.csv"))
+    expect(page.locator("#scores tbody tr")).to_have_count(50)
+    expect(page.locator("#batch-summary")).to_contain_text("50 customers scored")
+
+    status, answers = api(server_url, raw_df.head(50).to_dict(orient="records"))
+    assert status == 200 and len(answers) == 50
+    expected = {row["customerID"]: answer for row, answer in zip(rows, answers, strict=True)}
+    shown = table_rows(page)
+    probabilities = [float(p) for _, p, _, _ in shown]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sorted(customer for customer, *_ in shown) == sorted(expected)
+    for customer, probability, decision, churn in shown:
+        assert float(probability) == expected[customer]["churn_probability"]
+        assert churn == json.dumps(expected[customer]["churn"])
+        assert decision == ("yes" if expected[customer]["churn"] else "no")
+    page.screenshot(path=tmp_path / "batch.png", full_page=True)
+
+    with page.expect_download() as info:
+        page.locator("#download").click()
+    download = info.value
+    assert download.suggested_filename == "customers-scored.csv"
+    scored = tmp_path / "scored.csv"
+    download.save_as(scored)
+    with open(scored, newline="") as f:
+        scored_rows = list(csv.DictReader(f))
+    assert list(scored_rows[0]) == [*rows[0], "churn_probability", "churn"]
+    for row, scored_row, answer in zip(rows, scored_rows, answers, strict=True):
+        assert {k: scored_row[k] for k in row} == row
+        assert float(scored_row["churn_probability"]) == answer["churn_probability"]
+        assert scored_row["churn"] == json.dumps(answer["churn"])
+
+
+def test_the_csv_parser_reads_quoted_fields_and_blank_totals(page, server_url, dataset_path, tmp_path):
+    with open(dataset_path, newline="") as f:
+        reader = csv.DictReader(f)
+        blank_total = next(row for row in reader if not row["TotalCharges"].strip())
+    rows = [*raw_rows(dataset_path, 3), blank_total]
+    rows[1]["customerID"] = 'ACME, "Inc"\nbranch 2'
+    upload(page, write_rows(rows, tmp_path / "quoted.csv", quoting=csv.QUOTE_ALL, lineterminator="\r\n"))
+    expect(page.locator("#scores tbody tr")).to_have_count(4)
+    status, answers = api(server_url, rows)
+    assert status == 200
+    shown = {customer: float(probability) for customer, probability, *_ in table_rows(page)}
+    assert shown == {row["customerID"]: answer["churn_probability"] for row, answer in zip(rows, answers, strict=True)}
+
+
+def test_batch_errors_are_shown_with_their_row(page, server_url, dataset_path, tmp_path):
+    rows = raw_rows(dataset_path, 3)
+    rows[1]["Contract"] = "Forever"
+    rows[2]["tenure"] = "-5"
+    page.locator("#csv-file").set_input_files(write_rows(rows, tmp_path / "bad.csv"))
+    # By keyboard: from the file control, Tab to the button and press Enter.
+    page.locator("#csv-file").focus()
+    page.keyboard.press("Tab")
+    expect(page.locator("#upload-button")).to_be_focused()
+    page.keyboard.press("Enter")
+    errors = page.locator("#upload-error li")
+    expect(errors).to_have_count(2)
+    expect(errors.nth(0)).to_contain_text(f"Row 2 ({rows[1]['customerID']}): Contract:")
+    expect(errors.nth(1)).to_contain_text(f"Row 3 ({rows[2]['customerID']}): tenure:")
+    expect(page.locator("#batch-result")).to_be_hidden()
+    page.screenshot(path=tmp_path / "batch-errors.png", full_page=True)
+
+
+def test_a_csv_with_uneven_rows_is_refused_before_sending(page, tmp_path):
+    path = tmp_path / "uneven.csv"
+    path.write_text("customerID,gender\nA,Female\nB\n")
+    upload(page, path)
+    expect(page.locator("#upload-error")).to_have_text("Row 2 has 1 fields; the header has 2.")
+
+
+def test_the_page_reads_at_phone_width(phone_page, dataset_path, tmp_path):
+    page = phone_page
+    upload(page, write_rows(raw_rows(dataset_path, 50), tmp_path / "customers.csv"))
+    expect(page.locator("#scores tbody tr")).to_have_count(50)
+    page.locator("#predict-button").click()
+    wait_for_result(page)
+    # No sideways scrolling of the page: the table scrolls inside its own box.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # The controls take one column, each as wide as the form.
+    widths = page.locator("#customer-form select, #customer-form input").evaluate_all(
+        "els => els.map(e => e.getBoundingClientRect().width)"
+    )
+    assert min(widths) > PHONE["width"] * 0.7
+    page.screenshot(path=tmp_path / "phone.png", full_page=True)
