@@ -8,16 +8,23 @@ export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 export PIPENV_NOSPIN := 1
 
-.PHONY: serve test train lock lint bench container-test fuzz loadtest clean
+.PHONY: serve test train notebook lock lint bench container-test fuzz loadtest clean
 
 serve: $(SYNCED)
 	$(VENV)/bin/gunicorn predict:app
 
+# The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
 test: $(SYNCED)
-	$(VENV)/bin/python -m pytest
+	sh scripts/install_browser.sh
+	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container")
 
 train: $(SYNCED)
 	$(VENV)/bin/python train.py $(if $(CHURN_DATA),--data $(CHURN_DATA)) --report reports
+	mkdir -p docs && cp reports/roc.png docs/roc.png
+
+# Re-runs the notebook and saves it with its outputs (tests/test_notebook.py fails when they are stale).
+notebook: $(SYNCED)
+	CHURN_UPDATE_NOTEBOOK=1 $(VENV)/bin/python -m pytest tests/test_notebook.py
 
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
