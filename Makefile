@@ -26,6 +26,9 @@ train: $(SYNCED)
 notebook: $(SYNCED)
 	CHURN_UPDATE_NOTEBOOK=1 $(VENV)/bin/python -m pytest tests/test_notebook.py
 
+container-test: $(SYNCED)
+	$(VENV)/bin/python scripts/container_test.py
+
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
 

@@ -19,6 +19,9 @@ preload_app = True
 accesslog = None
 # Heartbeat files in memory, not on a container's overlay filesystem.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# gunicorn 27's control socket is unused here; every instance would share ~/.gunicorn/gunicorn.ctl, and
+# without a writable home (a container's non-root user) it logs an error at each start.
+control_socket_disable = True
 
 # prometheus_client keeps each worker's metrics in files under this folder; it must be set before the
 # app (and so prometheus_client) is imported, which is why it is here and not in the app.

@@ -32,8 +32,9 @@ def observe_probabilities(probabilities: list[float]) -> None:
     made cumulative when collected); tests compare the two.
     """
     bounds = PROBABILITY._upper_bounds
-    counts = np.bincount(np.searchsorted(bounds, probabilities, side="left"), minlength=len(bounds))
-    for bucket, count in zip(PROBABILITY._buckets, counts.tolist(), strict=True):
+    # searchsorted puts NaN past the last bound: the extra slot drops it, as observe's `amount <= bound` does.
+    counts = np.bincount(np.searchsorted(bounds, probabilities, side="left"), minlength=len(bounds) + 1)
+    for bucket, count in zip(PROBABILITY._buckets, counts[: len(bounds)].tolist(), strict=True):
         if count:
             bucket.inc(count)
     PROBABILITY._sum.inc(float(np.sum(probabilities)))

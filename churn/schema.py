@@ -4,6 +4,7 @@ Each feature is named as the dataset spells it; the model's spelling is derived 
 (data.clean_text), and a client may send either spelling of a name or of a category.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -101,10 +102,14 @@ SAMPLE_CUSTOMER = {
 }
 
 
-def blank_as_zero(value):
-    """Training reads a blank TotalCharges (a customer in their first month) as 0; so does serving."""
-    if isinstance(value, str) and not value.strip():
-        return 0
+# The dataset keeps TotalCharges as text, blank for a customer in their first month, which training reads as 0.
+NUMBER_TEXT = r"^ *([0-9]+(\.[0-9]+)?)? *$"
+
+
+def number_from_text(value):
+    """TotalCharges as the dataset writes it ("29.85", " ") -> the number training reads; anything else unchanged."""
+    if isinstance(value, str) and re.fullmatch(NUMBER_TEXT, value):
+        return float(value) if value.strip() else 0.0
     return value
 
 
@@ -115,11 +120,16 @@ def _field_type(feature: Feature):
     )
     if feature.categorical:
         return Annotated[Literal[feature.accepted_values], field]
-    bounds = Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False)
+    # Strict: a number must be a JSON number (no "12", no true), as the OpenAPI document says.
+    bounds = Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False, strict=True)
     if feature.integer:
         return Annotated[int, field, bounds]
     if feature.name == "totalcharges":
-        return Annotated[float, field, bounds, BeforeValidator(blank_as_zero)]
+        as_text = Annotated[str, Field(pattern=NUMBER_TEXT)]
+        number = Annotated[float, Field(ge=feature.minimum, le=feature.maximum)]
+        return Annotated[
+            float, field, bounds, BeforeValidator(number_from_text, json_schema_input_type=number | as_text)
+        ]
     return Annotated[float, field, bounds]
 
 

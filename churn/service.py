@@ -121,9 +121,14 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
 
     @app.post("/predict")
     def predict():
+        if not ready:
+            raise APIError(503, "The model is not ready: the warm-up prediction failed")
         if not request.is_json:
             raise APIError(415, "Send the customer as JSON with the header Content-Type: application/json")
         body = request.get_data(cache=False)
+        # werkzeug cuts a body sent without Content-Length at the limit, silently: one byte more means too large.
+        if len(body) == settings.max_body_bytes and request.environ["wsgi.input"].read(1):
+            raise APIError(413, f"The body is larger than {settings.max_body_bytes} bytes")
         is_batch = body.lstrip(JSON_WHITESPACE)[:1] == b"["
         try:
             response, customers = score_many(body) if is_batch else score_one(body)
@@ -139,7 +144,7 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
 
     @app.get("/ping")
     def ping():
-        return "PONG"
+        return Response("PONG", mimetype="text/plain")
 
     @app.get("/health/live")
     def live():
@@ -178,7 +183,9 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(web)
     # Swagger UI's assets come from the flask-swagger-ui package, so /docs works offline.
-    app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "Churn service"}))
+    # validatorUrl None: Swagger UI would otherwise send the document's address to validator.swagger.io.
+    config = {"app_name": "Churn service", "validatorUrl": None}
+    app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config=config))
 
     @app.errorhandler(APIError)
     def api_error(e: APIError):

@@ -73,8 +73,9 @@ def test_make_serve_answers_the_sample_customer():
         assert '"churn_probability"' in run.stdout
 
 
-def test_port_and_workers_come_from_the_environment():
+def test_port_and_workers_come_from_the_environment(tmp_path):
     env = {**os.environ, "PORT": "5000", "WEB_CONCURRENCY": "3", "GUNICORN_TIMEOUT": "11"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)  # else reading the file makes a folder for metrics
     code = "import runpy; c = runpy.run_path('gunicorn.conf.py'); print(c['bind'], c['workers'], c['timeout'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0.0.0.0:5000", "3", "11"]

@@ -1,0 +1,44 @@
+# The churn service: gunicorn serving predict:app with the project's gunicorn.conf.py on $PORT (default 9696).
+
+# ---- deps: pipenv installs the locked serving packages into a virtualenv, the only thing the runtime takes
+# from this stage (pipenv itself, about 40 MB, stays behind).
+FROM python:3.11-slim AS deps
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIPENV_VERBOSITY=-1
+# The same pipenv as the Makefile, so that the lock reads the same way here as on a workstation; and a
+# virtualenv which, first on PATH, is the "system" Python that `pipenv install --system` installs into.
+RUN pip install pipenv==2026.10.3 \
+ && python -m venv --without-pip /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv
+WORKDIR /app
+# Dependencies before code, so that this layer is rebuilt only when the lock changes. Without --dev only the
+# serving packages ([packages]) are installed; --deploy refuses a lock that is out of date with the Pipfile.
+COPY Pipfile Pipfile.lock ./
+RUN pipenv install --system --deploy \
+ && rm -rf /root/.cache
+
+# ---- runtime
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# The service runs as this user; its home holds gunicorn's control socket. The code stays root's, so the
+# service cannot change it.
+RUN useradd --no-log-init --uid 10001 --create-home --shell /usr/sbin/nologin churn
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+COPY ["gunicorn.conf.py", "predict.py", "model_C=1.0.bin", "model_C=1.0.bin.json", "./"]
+COPY churn/ churn/
+
+USER 10001
+EXPOSE 9696
+
+# The slim image has no curl; urlopen raises on a refused connection or a non-2xx answer, failing the check.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '9696'), timeout=2)"]
+
+# Exec form: gunicorn is PID 1 and gets the engine's SIGTERM itself, which it answers with a graceful
+# shutdown (in-flight requests get graceful_timeout, 8 s in gunicorn.conf.py, under `docker stop`'s 10 s).
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "predict:app"]
