@@ -105,13 +105,17 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     validate_one = CUSTOMER.validate_json
     validate_many = batch.validate_json
 
-    def score_one(body: bytes) -> Response:
+    # Warm-up: the sample customer goes through the same path a request takes, once, before any request.
+    probability = scorer.score_one(CUSTOMER.validate_python(SAMPLE_CUSTOMER))
+    ready = 0.0 <= probability <= 1.0
+
+    def score_one(body: bytes) -> tuple[Response, int]:
         probability = scorer.score_one(validate_one(body))
         metrics.PROBABILITY.observe(probability)
         churn = "true" if probability >= threshold else "false"
         return Response(f'{{"churn_probability":{probability!r},"churn":{churn}}}', mimetype="application/json"), 1
 
-    def score_many(body: bytes) -> Response:
+    def score_many(body: bytes) -> tuple[Response, int]:
         probabilities = scorer.score_many(validate_many(body))
         metrics.observe_probabilities(probabilities)
         answers = ",".join(
@@ -137,10 +141,6 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
         metrics.PREDICTIONS.inc(customers)
         request.environ["churn.customers"] = customers
         return response
-
-    # Warm-up: the sample customer goes through the same path a request takes, once, before any request.
-    probability = scorer.score_one(CUSTOMER.validate_python(SAMPLE_CUSTOMER))
-    ready = 0.0 <= probability <= 1.0
 
     @app.get("/ping")
     def ping():
