@@ -48,6 +48,7 @@ def clean_frame(df):
     str dtype alike (selecting dtype 'object' finds nothing under pandas 3).
     """
     import pandas as pd  # here, not at the top: the service uses clean_text alone and starts without pandas
+
     df = df.rename(columns=clean_text)
     df["totalcharges"] = pd.to_numeric(df["totalcharges"], errors="coerce").fillna(0)
     for column in df.columns:

@@ -121,9 +121,10 @@ def _field_type(feature: Feature):
     if feature.categorical:
         return Annotated[Literal[feature.accepted_values], field]
     # Strict: a number must be a JSON number (no "12", no true), as the OpenAPI document says.
-    bounds = Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False, strict=True)
-    if feature.integer:
+    bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True)
+    if feature.integer:  # int validation refuses NaN and infinities already, without a per-value callback
         return Annotated[int, field, bounds]
+    bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True, allow_inf_nan=False)
     if feature.name == "totalcharges":
         as_text = Annotated[str, Field(pattern=NUMBER_TEXT)]
         number = Annotated[float, Field(ge=feature.minimum, le=feature.maximum)]

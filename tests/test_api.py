@@ -1,5 +1,6 @@
 """The /predict contract and every error class, through Flask's test client."""
 
+import io
 import json
 
 import pytest
@@ -164,3 +165,18 @@ def test_unknown_paths_and_methods_answer_json(client):
     assert_error(response, 405)
     assert "POST" in response.headers["Allow"]
     assert_error(client.put("/predict", json=SAMPLE_CUSTOMER), 405)
+
+
+@pytest.mark.parametrize("body", [SAMPLE_CUSTOMER, [SAMPLE_CUSTOMER, RAW_SAMPLE]])
+def test_flask_view_and_fast_path_answer_alike(client, body):
+    """With a Content-Length the fast path answers; without (chunked), Flask's view does: the same bytes."""
+    data = json.dumps(body).encode()
+    fast = client.post("/predict", data=data, content_type="application/json")
+    chunked = client.post(
+        "/predict",
+        input_stream=io.BytesIO(data),
+        content_type="application/json",
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+    assert fast.status_code == chunked.status_code == 200
+    assert fast.data == chunked.data

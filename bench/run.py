@@ -1,0 +1,574 @@
+"""Throughput benchmark: this service against the course's classic service and Flask's floor.
+
+python -m bench.run [--quick] [--duration S] [--rounds N] [--out FILE]
+
+Each app runs under gunicorn with identical flags (gunicorn.conf.py, 2 sync workers, a free loopback
+port, stdout to /dev/null) and is driven by wrk, interleaved A B C per round; the table reports medians
+and the ratios the issue targets. The figures are relative: only the ratios carry over to another machine.
+Exit 0 whatever the figures; 1 if a server does not start or answers wrongly; 2 if wrk is unavailable.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from churn.data import DATA_FILE_NAME, load_data
+from churn.model import FEATURE_NAMES
+from churn.schema import SAMPLE_CUSTOMER
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODEL_FILE = ROOT / "model_C=1.0.bin"
+BATCH_SIZE = 1000
+SERVICES = {"ours": "predict:app", "classic": "bench.classic:app", "floor": "bench.floor:app"}
+TITLES = {"ours": "this service", "classic": "classic (course)", "floor": "floor (Flask, constant)"}
+IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor"}
+
+
+class BenchError(Exception):
+    """The benchmark cannot give meaningful figures (a server did not start, or answered wrongly)."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s runs (a smoke run, noisier)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, the same for every app")
+    parser.add_argument("--imports", type=int, default=5, help="fresh-process imports timed per app (default 5)")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.imports = 3, 1, 3
+    return args
+
+
+# ---- Inputs
+
+
+def dataset_path() -> Path:
+    """The real dataset: $CHURN_DATA, else ../shared/data beside the clone, else data/ (as the tests look)."""
+    candidates = [os.environ.get("CHURN_DATA"), ROOT.parent / "shared" / "data" / DATA_FILE_NAME]
+    candidates.append(ROOT / "data" / DATA_FILE_NAME)
+    for candidate in filter(None, candidates):
+        if Path(candidate).exists():
+            return Path(candidate)
+    raise BenchError(
+        f"the dataset {DATA_FILE_NAME} is not in $CHURN_DATA, ../shared/data or data/ (make train fetches it)"
+    )
+
+
+def batch_body() -> bytes:
+    """The dataset's first 1,000 customers in the model's (cleaned) spelling, which the classic service needs too."""
+    df = load_data(dataset_path()).head(BATCH_SIZE)
+    return df[FEATURE_NAMES].to_json(orient="records").encode()
+
+
+def ensure_wrk() -> str:
+    if found := shutil.which("wrk"):
+        return found
+    if os.geteuid() != 0:
+        print(
+            "error: wrk is missing: install the Debian package `wrk` (apt-get install wrk) and rerun", file=sys.stderr
+        )
+        sys.exit(2)
+    print("wrk is missing: installing the Debian package", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode:
+            print(f"error: {' '.join(command)} failed", file=sys.stderr)
+            sys.exit(2)
+    if not (found := shutil.which("wrk")):
+        print("error: the wrk package installed no wrk command", file=sys.stderr)
+        sys.exit(2)
+    return found
+
+
+# ---- Import time and size, each in a fresh interpreter
+
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child would report this driver's.
+IMPORT_PROBE = """
+import time
+start = time.perf_counter()
+import {module}
+took = time.perf_counter() - start
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(took, status["VmHWM"].split()[0])
+"""
+
+
+def measure_imports(runs: int, env: dict) -> dict[str, tuple[float, float]]:
+    """Median seconds to import each app module and median peak RSS (MiB) of that process.
+
+    The first import of each is discarded (it may compile .pyc files and fill the page cache);
+    the others alternate between apps so that machine noise falls on each alike.
+    """
+    samples = {name: [] for name in IMPORTS}
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as metrics_dir:
+        # As under gunicorn.conf.py: our metrics live in per-process files.
+        env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        for run in range(runs + 1):
+            for name, module in IMPORTS.items():
+                result = subprocess.run(
+                    [sys.executable, "-c", IMPORT_PROBE.format(module=module)],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                if result.returncode:
+                    raise BenchError(f"import {module} failed:\n{result.stderr[-2000:]}")
+                if run:
+                    took, max_rss_kib = result.stdout.split()[-2:]
+                    samples[name].append((float(took), int(max_rss_kib) / 1024))
+    return {
+        name: (statistics.median(t for t, _ in values), statistics.median(r for _, r in values))
+        for name, values in samples.items()
+    }
+
+
+# ---- Servers
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    startup: float = 0.0  # seconds from launch to the first correct answer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/predict"
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env() -> dict:
+    """The environment every app starts with: the same model file, and no inherited metrics folder, so that
+    gunicorn.conf.py gives each server its own."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["MODEL_FILE"] = os.environ.get("MODEL_FILE", str(MODEL_FILE))
+    return env
+
+
+def gunicorn_command(app: str, port: int, workers: int) -> list[str]:
+    """The same flags for every app: our gunicorn.conf.py only sets server behaviour (preload, no access log,
+    worker recycling, timeouts, the metrics folder), so each app gets the same server."""
+    return [
+        str(BIN / "gunicorn"),
+        "--config",
+        str(ROOT / "gunicorn.conf.py"),
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"127.0.0.1:{port}",
+        app,
+    ]
+
+
+def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, object]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()[:500]
+
+
+def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes) -> Server:
+    port = free_port()
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        # stdout (our one JSON line per request) goes to /dev/null: writing it stays inside the measurement.
+        process = subprocess.Popen(
+            gunicorn_command(SERVICES[name], port, workers),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    server = Server(name, port, process, log_path)
+    started = time.perf_counter()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{name} exited with {process.returncode} before answering:\n{server.log_tail()}")
+        try:
+            status, _ = post(server.url, probe, timeout=2)
+            if status == 200:
+                server.startup = time.perf_counter() - started
+                return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.05)
+    stop_server(server)
+    raise BenchError(f"{name} did not answer within 60 s:\n{server.log_tail()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+def check_answers(servers: dict[str, Server], single: bytes, batch: bytes) -> None:
+    """Benchmark only apps that answer right: ours and the classic agree; our batch has one answer per customer."""
+    answers = {name: post(server.url, single) for name, server in servers.items()}
+    for name, (status, answer) in answers.items():
+        if status != 200:
+            raise BenchError(f"{name} answered {status}: {answer!r}")
+    ours, classic = answers["ours"][1]["churn_probability"], answers["classic"][1]["churn_probability"]
+    if abs(ours - classic) > 1e-12:
+        raise BenchError(f"our probability {ours!r} differs from the classic service's {classic!r}")
+    status, answer = post(servers["ours"].url, batch, timeout=30)
+    if status != 200 or len(answer) != BATCH_SIZE:
+        raise BenchError(f"our service answered the {BATCH_SIZE}-customer batch with {status}")
+
+
+def stat_fields(pid: int | Path) -> list[str]:
+    """/proc/PID/stat's fields after the parenthesised command name (which may hold spaces): [0] is field 3."""
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def workers_of(master_pid: int) -> list[Path]:
+    """The /proc folders of the master's children: gunicorn's workers."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(stat_fields(entry.name)[1]) == master_pid:
+                    workers.append(entry)
+            except (OSError, IndexError):
+                continue  # a process that ended meanwhile
+    return workers
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(master_pid: int) -> float:
+    """CPU seconds used so far by the master and all its workers, recycled ones included (reaped workers'
+    time is in the master's cutime/cstime). Other load on the machine disturbs CPU per request far less
+    than requests/s, which also counts the time a worker waits to be scheduled."""
+    fields = stat_fields(master_pid)
+    ticks = sum(int(x) for x in fields[11:15])
+    for worker in workers_of(master_pid):
+        try:
+            ticks += sum(int(x) for x in stat_fields(worker.name)[11:13])
+        except (OSError, IndexError):
+            continue
+    return ticks / CLOCK_TICKS
+
+
+def worker_memory(master_pid: int) -> tuple[float, float]:
+    """Mean RSS and PSS (MiB) of the master's workers.
+
+    With preload_app the model's pages are shared with the master and counted in each worker's RSS;
+    PSS divides shared pages among the processes that share them, so it is the fair per-worker figure.
+    """
+    rss, pss = [], []
+    for worker in workers_of(master_pid):
+        try:
+            fields = dict(line.split(":", 1) for line in (worker / "smaps_rollup").read_text().splitlines()[1:])
+        except OSError:
+            continue
+        rss.append(int(fields["Rss"].split()[0]) / 1024)
+        pss.append(int(fields["Pss"].split()[0]) / 1024)
+    if not rss:
+        return float("nan"), float("nan")
+    return statistics.mean(rss), statistics.mean(pss)
+
+
+# ---- wrk
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("{path}", "rb"))
+wrk.body = f:read("*a")
+f:close()
+"""
+
+UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def parse_duration(text: str) -> float:
+    """wrk's latency ("812.00us", "1.52ms", "2.01s") in seconds."""
+    number = text.rstrip("usm")
+    return float(number) * UNITS[text[len(number) :]]
+
+
+@dataclass
+class WrkRun:
+    rps: float
+    p50: float
+    p99: float
+    requests: int
+    bad: int  # non-2xx answers plus socket errors
+    notes: list = field(default_factory=list)
+    cpu: float = float("nan")  # server CPU seconds per request
+
+
+def parse_wrk(output: str) -> WrkRun:
+    rps = p50 = p99 = None
+    requests = bad = 0
+    notes = []
+    for line in output.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(words[1])
+        elif words[:1] == ["50%"]:
+            p50 = parse_duration(words[1])
+        elif words[:1] == ["99%"]:
+            p99 = parse_duration(words[1])
+        elif len(words) > 2 and words[1] == "requests" and words[2] == "in":
+            requests = int(words[0])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            bad += int(words[-1])
+            notes.append(line.strip())
+        elif line.strip().startswith("Socket errors:"):
+            counts = dict(part.split() for part in line.split(":", 1)[1].split(","))
+            bad += sum(int(count) for count in counts.values())
+            notes.append(line.strip())
+    if rps is None or p50 is None or p99 is None:
+        raise BenchError(f"cannot read wrk's output:\n{output}")
+    return WrkRun(rps, p50, p99, requests, bad, notes)
+
+
+def run_wrk(wrk: str, server: Server, script: Path, seconds: int, args) -> WrkRun:
+    command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "10s"]
+    command += ["--latency", "-s", str(script), server.url]
+    cpu_before = server_cpu(server.process.pid)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = server_cpu(server.process.pid) - cpu_before
+    if result.returncode:
+        raise BenchError(f"wrk failed ({result.returncode}): {result.stderr}")
+    run = parse_wrk(result.stdout)
+    if run.requests:
+        run.cpu = cpu / run.requests
+    return run
+
+
+# ---- Report
+
+
+def machine() -> dict:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+@dataclass
+class Summary:
+    """One app's runs: medians, with the spread of requests/s."""
+
+    rps: float
+    low: float
+    high: float
+    p50: float
+    p99: float
+    cpu: float  # server CPU seconds per request
+
+    @classmethod
+    def of(cls, runs: list[WrkRun]) -> "Summary":
+        rates = [r.rps for r in runs]
+        return cls(
+            statistics.median(rates),
+            min(rates),
+            max(rates),
+            statistics.median(r.p50 for r in runs),
+            statistics.median(r.p99 for r in runs),
+            statistics.median(r.cpu for r in runs),
+        )
+
+    def rate(self, scale: int = 1) -> str:
+        spread = f" ({self.low * scale:,.0f}–{self.high * scale:,.0f})" if self.low != self.high else ""
+        return f"{self.rps * scale:,.0f}{spread}"
+
+    def latency(self) -> str:
+        return f"{ms(self.p50)} / {ms(self.p99)}"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def us(seconds: float) -> str:
+    micro = seconds * 1e6
+    return f"{micro:.1f} µs" if micro < 100 else f"{micro:,.0f} µs"
+
+
+def row(label: str, cells) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict, args) -> str:
+    single = {name: Summary.of(results[name]) for name in SERVICES}
+    batch = Summary.of(results["batch"])
+    ours, classic, floor = single["ours"], single["classic"], single["floor"]
+    n = args.rounds
+    lines = [
+        f"Measured {info['date']} on {info['cpu']}, {info['cores']} cores (load average at start {info['load']}), "
+        f"Python {info['python']}; `python -m bench.run{' --quick' if args.quick else ''}`: gunicorn "
+        f"`--config gunicorn.conf.py --workers {args.workers} --worker-class sync` for each app, wrk "
+        f"{args.threads} threads × {args.connections} connections, {args.duration} s per run, {n} interleaved "
+        f"round{'s' if n > 1 else ''}, median (min–max). "
+        "The figures are relative: compare the ratios, not the numbers.",
+        "",
+        row("", TITLES.values()),
+        "|---|" + "---:|" * len(SERVICES),
+        row("requests/s, one customer", (single[k].rate() for k in SERVICES)),
+        row("p50 / p99 latency, one customer", (single[k].latency() for k in SERVICES)),
+        row("server CPU per request, one customer", (us(single[k].cpu) for k in SERVICES)),
+        row(f"customers/s, {BATCH_SIZE:,}-customer batches", (batch.rate(BATCH_SIZE), "no batch endpoint", "no model")),
+        row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), "", "")),
+        row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), "", "")),
+        row("import time of the app module", (f"{imports[k][0] * 1000:.0f} ms" for k in SERVICES)),
+        row("peak RSS of that import", (f"{imports[k][1]:.1f} MiB" for k in SERVICES)),
+        row(f"start to first answer ({args.workers} workers)", (f"{startup[k]:.2f} s" for k in SERVICES)),
+        row("RSS per worker after the load", (f"{memory[k][0]:.1f} MiB" for k in SERVICES)),
+        row("PSS per worker after the load", (f"{memory[k][1]:.1f} MiB" for k in SERVICES)),
+        "",
+    ]
+    # Each target as (what, measured ratio, the same ratio from server CPU time, wanted, met).
+    by_cpu = {
+        "classic": classic.cpu / ours.cpu,
+        "floor": floor.cpu / ours.cpu,
+        "batch": ours.cpu * BATCH_SIZE / batch.cpu,
+    }
+    targets = [
+        ("one customer: requests/s vs the classic service", ours.rps / classic.rps, by_cpu["classic"], 2.0, True),
+        ("one customer: requests/s vs the floor", ours.rps / floor.rps, by_cpu["floor"], 0.85, True),
+        ("one customer: p99 latency vs the floor's", ours.p99 / floor.p99, None, 1.5, False),
+        (
+            f"{BATCH_SIZE:,}-customer batches: customers/s vs one-customer requests/s",
+            batch.rps * BATCH_SIZE / ours.rps,
+            by_cpu["batch"],
+            50,
+            True,
+        ),
+        ("import of predict.py: time vs the classic's", imports["ours"][0] / imports["classic"][0], None, 1.0, False),
+        (
+            "import of predict.py: peak RSS vs the classic's",
+            imports["ours"][1] / imports["classic"][1],
+            None,
+            1.0,
+            False,
+        ),
+    ]
+    lines += ["| target | measured | by server CPU | wanted | |", "|---|---:|---:|---:|---|"]
+    for what, measured, cpu_ratio, wanted, at_least in targets:
+        met = measured >= wanted if at_least else measured <= wanted
+        cpu_cell = f"{cpu_ratio:.2f}×" if cpu_ratio is not None else ""
+        sign = "≥" if at_least else "≤"
+        lines.append(f"| {what} | {measured:.2f}× | {cpu_cell} | {sign} {wanted}× | {'PASS' if met else 'FAIL'} |")
+    lines += [
+        "",
+        "*by server CPU*: the same ratio from the CPU time the gunicorn processes used per request "
+        "(or per customer), which other load on the machine disturbs far less than requests/s.",
+    ]
+    bad = {name: sum(r.bad for r in runs) for name, runs in results.items() if any(r.bad for r in runs)}
+    if bad:
+        lines += ["", "Warning: failed requests during the runs: " + ", ".join(f"{k} {v}" for k, v in bad.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    wrk = ensure_wrk()
+    info = machine()
+    env = server_env()
+    single = json.dumps(SAMPLE_CUSTOMER).encode()
+    servers: dict[str, Server] = {}
+    try:
+        batch = batch_body()
+        print(f"timing imports ({args.imports} fresh processes per app)...", file=sys.stderr)
+        imports = measure_imports(args.imports, env)
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            tmp = Path(tmp)
+            scripts = {}
+            for kind, body in (("single", single), ("batch", batch)):
+                (tmp / f"{kind}.json").write_bytes(body)
+                (tmp / f"{kind}.lua").write_text(WRK_SCRIPT.format(path=tmp / f"{kind}.json"))
+                scripts[kind] = tmp / f"{kind}.lua"
+            for name in SERVICES:
+                servers[name] = start_server(name, args.workers, env, tmp, single)
+            check_answers(servers, single, batch)
+            # The plan: one customer to each app in turn, then our batch, round after round.
+            plan = [(name, name, "single") for name in SERVICES] + [("batch", "ours", "batch")]
+            print("warming up...", file=sys.stderr)
+            for _, name, kind in plan:
+                run_wrk(wrk, servers[name], scripts[kind], 1, args)
+            results = {key: [] for key, _, _ in plan}
+            for round_ in range(1, args.rounds + 1):
+                for key, name, kind in plan:
+                    run = run_wrk(wrk, servers[name], scripts[kind], args.duration, args)
+                    results[key].append(run)
+                    print(
+                        f"round {round_}/{args.rounds} {key:8} {run.rps:9,.0f} req/s  p50 {ms(run.p50)}  "
+                        f"p99 {ms(run.p99)}  CPU {run.cpu * 1e6:,.0f} us/request  {' '.join(run.notes)}",
+                        file=sys.stderr,
+                    )
+            memory = {name: worker_memory(server.process.pid) for name, server in servers.items()}
+            startup = {name: server.startup for name, server in servers.items()}
+            for server in servers.values():
+                if server.process.poll() is not None:
+                    raise BenchError(f"{server.name} exited during the run:\n{server.log_tail()}")
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for server in servers.values():
+            stop_server(server)
+    table = report(results, imports, memory, startup, info, args)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The benchmark's apps answer correctly: the course's classic service, Flask's floor, and both under gunicorn
+as `make bench` starts them. No timing here: speed is measured by bench/run.py, not asserted."""
+
+import json
+import pickle
+
+import pytest
+
+from bench import classic, floor, run
+from churn.model import FEATURE_NAMES
+from churn.schema import SAMPLE_CUSTOMER
+from tests.conftest import MODEL_FILE
+
+
+@pytest.fixture(scope="module")
+def customers(clean_df):
+    """200 dataset rows in the model's spelling, the one the classic service understands."""
+    return json.loads(clean_df[FEATURE_NAMES].head(200).to_json(orient="records"))
+
+
+def post(app_or_client, body):
+    client = app_or_client.test_client() if hasattr(app_or_client, "test_client") else app_or_client
+    return client.post("/predict", data=json.dumps(body), content_type="application/json")
+
+
+def test_classic_answers_as_scikit_learn_does():
+    with open(MODEL_FILE, "rb") as f_in:
+        dv, model = pickle.load(f_in)
+    expected = model.predict_proba(dv.transform([SAMPLE_CUSTOMER]))[0, 1]
+    response = post(classic.app, SAMPLE_CUSTOMER)
+    assert response.status_code == 200
+    assert response.get_json() == {"churn_probability": float(expected), "churn": bool(expected >= 0.5)}
+
+
+def test_classic_and_our_service_agree_on_each_customer(client, customers):
+    classic_client = classic.app.test_client()
+    ours_batch = post(client, customers).get_json()
+    for customer, in_batch in zip(customers, ours_batch, strict=True):
+        theirs = post(classic_client, customer).get_json()
+        ours = post(client, customer).get_json()
+        assert abs(ours["churn_probability"] - theirs["churn_probability"]) <= 1e-12
+        assert abs(in_batch["churn_probability"] - theirs["churn_probability"]) <= 1e-12
+        assert ours["churn"] == theirs["churn"] == in_batch["churn"]
+
+
+def test_floor_parses_the_body_and_answers_a_constant(customers):
+    for body in (SAMPLE_CUSTOMER, customers):
+        response = post(floor.app, body)
+        assert response.status_code == 200
+        assert response.get_json() == {"churn_probability": 0.5, "churn": False}
+    # It does parse: a body that is not JSON is refused.
+    bad = floor.app.test_client().post("/predict", data="{", content_type="application/json")
+    assert bad.status_code == 400
+
+
+def test_the_three_apps_under_gunicorn_as_the_benchmark_starts_them(tmp_path):
+    single = json.dumps(SAMPLE_CUSTOMER).encode()
+    batch = run.batch_body()
+    servers = {}
+    try:
+        for name in run.SERVICES:
+            servers[name] = run.start_server(name, 2, run.server_env(), tmp_path, single)
+        # Raises BenchError unless ours and the classic agree within 1e-12 and our batch has 1,000 answers.
+        run.check_answers(servers, single, batch)
+        status, answer = run.post(servers["floor"].url, single)
+        assert (status, answer) == (200, {"churn_probability": 0.5, "churn": False})
+        for server in servers.values():
+            rss, pss = run.worker_memory(server.process.pid)
+            assert 0 < pss <= rss
+            assert run.server_cpu(server.process.pid) > 0
+    finally:
+        for server in servers.values():
+            run.stop_server(server)
+    assert all(server.process.returncode is not None for server in servers.values())
+
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:40000/predict
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.52ms  812.00us  30.01ms   90.00%
+    Req/Sec     2.70k   150.00     3.00k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    1.60ms
+     90%    2.40ms
+     99%    2.01s
+  53712 requests in 10.00s, 9.43MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:   5371.20
+Transfer/sec:    965.49KB
+"""
+
+
+def test_wrk_output_is_read():
+    result = run.parse_wrk(WRK_OUTPUT)
+    assert result.rps == 5371.20
+    assert result.p50 == pytest.approx(812e-6)
+    assert result.p99 == pytest.approx(2.01)
+    assert result.requests == 53712
+    assert result.bad == 6  # socket errors and non-2xx answers
+
+
+def test_wrk_output_without_figures_is_an_error():
+    with pytest.raises(run.BenchError):
+        run.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
