@@ -26,6 +26,10 @@ train: $(SYNCED)
 notebook: $(SYNCED)
 	CHURN_UPDATE_NOTEBOOK=1 $(VENV)/bin/python -m pytest tests/test_notebook.py
 
+# Throughput of this service, the course's classic one and Flask's floor, under identical gunicorn flags.
+bench: $(SYNCED)
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
 container-test: $(SYNCED)
 	$(VENV)/bin/python scripts/container_test.py
 

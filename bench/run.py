@@ -1,4 +1,4 @@
-"""Throughput benchmark: this service against the course's classic service and Flask's floor.
+"""Throughput benchmark: this service against the course's classic service, Flask's floor, and itself unobserved.
 
 python -m bench.run [--quick] [--duration S] [--rounds N] [--out FILE]
 
@@ -34,9 +34,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODEL_FILE = ROOT / "model_C=1.0.bin"
 BATCH_SIZE = 1000
-SERVICES = {"ours": "predict:app", "classic": "bench.classic:app", "floor": "bench.floor:app"}
-TITLES = {"ours": "this service", "classic": "classic (course)", "floor": "floor (Flask, constant)"}
-IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor"}
+SERVICES = {
+    "ours": "predict:app",
+    "classic": "bench.classic:app",
+    "floor": "bench.floor:app",
+    "unobserved": "bench.unobserved:app",
+}
+TITLES = {
+    "ours": "this service",
+    "classic": "classic (course)",
+    "floor": "floor (Flask, constant)",
+    "unobserved": "this service, unobserved",
+}
+IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "unobserved": "bench.unobserved"}
 
 
 class BenchError(Exception):
@@ -448,7 +458,7 @@ def row(label: str, cells) -> str:
 def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict, args) -> str:
     single = {name: Summary.of(results[name]) for name in SERVICES}
     batch = Summary.of(results["batch"])
-    ours, classic, floor = single["ours"], single["classic"], single["floor"]
+    ours, classic, floor, unobserved = (single[k] for k in ("ours", "classic", "floor", "unobserved"))
     n = args.rounds
     lines = [
         f"Measured {info['date']} on {info['cpu']}, {info['cores']} cores (load average at start {info['load']}), "
@@ -463,9 +473,12 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         row("requests/s, one customer", (single[k].rate() for k in SERVICES)),
         row("p50 / p99 latency, one customer", (single[k].latency() for k in SERVICES)),
         row("server CPU per request, one customer", (us(single[k].cpu) for k in SERVICES)),
-        row(f"customers/s, {BATCH_SIZE:,}-customer batches", (batch.rate(BATCH_SIZE), "no batch endpoint", "no model")),
-        row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), "", "")),
-        row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), "", "")),
+        row(
+            f"customers/s, {BATCH_SIZE:,}-customer batches",
+            (batch.rate(BATCH_SIZE), "no batch endpoint", "no model", "not measured"),
+        ),
+        row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), "", "", "")),
+        row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), "", "", "")),
         row("import time of the app module", (f"{imports[k][0] * 1000:.0f} ms" for k in SERVICES)),
         row("peak RSS of that import", (f"{imports[k][1]:.1f} MiB" for k in SERVICES)),
         row(f"start to first answer ({args.workers} workers)", (f"{startup[k]:.2f} s" for k in SERVICES)),
@@ -478,11 +491,19 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         "classic": classic.cpu / ours.cpu,
         "floor": floor.cpu / ours.cpu,
         "batch": ours.cpu * BATCH_SIZE / batch.cpu,
+        "unobserved": unobserved.cpu / ours.cpu,
     }
     targets = [
         ("one customer: requests/s vs the classic service", ours.rps / classic.rps, by_cpu["classic"], 2.0, True),
         ("one customer: requests/s vs the floor", ours.rps / floor.rps, by_cpu["floor"], 0.85, True),
         ("one customer: p99 latency vs the floor's", ours.p99 / floor.p99, None, 1.5, False),
+        (
+            "request IDs, metrics and access log: requests/s vs the service without them",
+            ours.rps / unobserved.rps,
+            by_cpu["unobserved"],
+            0.95,
+            True,
+        ),
         (
             f"{BATCH_SIZE:,}-customer batches: customers/s vs one-customer requests/s",
             batch.rps * BATCH_SIZE / ours.rps,
