@@ -77,7 +77,7 @@ def unpickle_pair(path: Path, stand_ins: bool = True) -> tuple:
         pair = _RestrictedUnpickler(io.BytesIO(data), stand_ins).load()
     except pickle.UnpicklingError as e:
         raise ModelLoadError(f"model file {path}: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as e:
+    except Exception as e:  # a damaged file fails anywhere in pickle or numpy, with any exception
         raise ModelLoadError(f"model file {path} is truncated or not a model pickle ({e!r})") from None
     names = tuple(type(part).__name__ for part in pair) if isinstance(pair, tuple) else ()
     if names != ("DictVectorizer", "LogisticRegression"):
@@ -197,8 +197,15 @@ def load_served_model(path: Path) -> ServedModel:
     path = Path(path)
     dv, model = unpickle_pair(path)
     sklearn_version = model._sklearn_version
-    if not foldable(dv, model):
-        dv, model = unpickle_pair(path, stand_ins=False)
+    try:
+        if not foldable(dv, model):
+            dv, model = unpickle_pair(path, stand_ins=False)
+        scorer = make_scorer(dv, model)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"model file {path}: {e}") from None
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        # An unfitted or damaged pair lacks the attributes, or the shapes, a fitted one has.
+        raise ModelLoadError(f"model file {path} does not hold a fitted pair ({e!r})") from None
     metrics_path = path.with_name(path.name + ".json")
     training = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-    return ServedModel(path, file_sha256(path), sklearn_version, make_scorer(dv, model), training)
+    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training)

@@ -130,7 +130,12 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
             raise APIError(503, "The model is not ready: the warm-up prediction failed")
         if not request.is_json:
             raise APIError(415, "Send the customer as JSON with the header Content-Type: application/json")
-        body = request.get_data(cache=False)
+        try:
+            body = request.get_data(cache=False)
+        except HTTPException:
+            raise
+        except Exception as e:  # the server's own parser fails on a malformed chunked body as it is read
+            raise APIError(400, f"The body could not be read: {e}") from None
         # werkzeug cuts a body sent without Content-Length at the limit, silently: one byte more means too large.
         if len(body) == settings.max_body_bytes and request.environ["wsgi.input"].read(1):
             raise APIError(413, f"The body is larger than {settings.max_body_bytes} bytes")
