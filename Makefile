@@ -30,6 +30,13 @@ notebook: $(SYNCED)
 bench: $(SYNCED)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
+# Longer runs of what `make test` runs briefly: schemathesis with more examples; load and faults for 30 s each.
+fuzz: $(SYNCED)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(VENV)/bin/python -m pytest tests/test_fuzz.py -p no:cacheprovider
+
+loadtest: $(SYNCED)
+	$(VENV)/bin/python -m loadtest.run $(if $(DURATION),--duration $(DURATION))
+
 container-test: $(SYNCED)
 	$(VENV)/bin/python scripts/container_test.py
 

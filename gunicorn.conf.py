@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '9696')}"
@@ -46,3 +47,58 @@ def child_exit(server, worker):
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+# ---- Graceful stop without resetting queued connections
+# On SIGTERM the master closes its copy of the listening socket, but the workers still hold theirs: the kernel
+# keeps completing handshakes into the accept queue, and when the last worker exits, every connection still
+# queued there is reset. So a worker that finds the master no longer listening first makes the socket drop
+# new connection attempts (clients retry, then find the port closed: refused), then serves what is queued.
+
+
+def _listened_by(pid: int, inodes: set) -> bool:
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            return True
+    return False
+
+
+def _drop_new_connections(listener) -> None:
+    import ctypes
+    import socket
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+    drop_all = (SockFilter * 1)(SockFilter(0x06, 0, 0, 0))  # BPF_RET|BPF_K 0: keep nothing of any packet
+    so_attach_filter = 26
+    listener.setsockopt(socket.SOL_SOCKET, so_attach_filter, bytes(SockFprog(1, drop_all)))
+
+
+def worker_exit(server, worker):
+    # Also called in the master for a worker it found gone; and a worker recycled or replaced by a reload
+    # (SIGHUP) leaves a listening master, whose new workers serve the queue.
+    if sys.platform != "linux" or worker.pid != os.getpid() or not hasattr(worker, "handle"):
+        return
+    try:
+        if _listened_by(worker.ppid, {os.fstat(s.fileno()).st_ino for s in worker.sockets}):
+            return
+    except OSError:
+        pass
+    for listener in worker.sockets:
+        _drop_new_connections(listener)
+        listener.setblocking(False)
+        while True:
+            try:
+                client, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            client.setblocking(True)
+            worker.handle(listener, client, addr)

@@ -103,7 +103,7 @@ SAMPLE_CUSTOMER = {
 
 
 # The dataset keeps TotalCharges as text, blank for a customer in their first month, which training reads as 0.
-NUMBER_TEXT = r"^ *([0-9]+(\.[0-9]+)?)? *$"
+NUMBER_TEXT = r"^ *([0-9]{1,8}(\.[0-9]+)?)? *$"
 
 
 def number_from_text(value):
@@ -111,6 +111,11 @@ def number_from_text(value):
     if isinstance(value, str) and re.fullmatch(NUMBER_TEXT, value):
         return float(value) if value.strip() else 0.0
     return value
+
+
+def whole_number(value):
+    """12.0 is an integer to JSON Schema (and json.dumps writes a float column so); strict int refuses it."""
+    return int(value) if value.__class__ is float and value.is_integer() else value
 
 
 def _field_type(feature: Feature):
@@ -121,9 +126,9 @@ def _field_type(feature: Feature):
     if feature.categorical:
         return Annotated[Literal[feature.accepted_values], field]
     # Strict: a number must be a JSON number (no "12", no true), as the OpenAPI document says.
-    bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True)
-    if feature.integer:  # int validation refuses NaN and infinities already, without a per-value callback
-        return Annotated[int, field, bounds]
+    if feature.integer:  # int validation refuses NaN and infinities itself
+        integer_bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True)
+        return Annotated[int, field, integer_bounds, BeforeValidator(whole_number)]
     bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True, allow_inf_nan=False)
     if feature.name == "totalcharges":
         as_text = Annotated[str, Field(pattern=NUMBER_TEXT)]

@@ -1,0 +1,257 @@
+"""Loading the model file: no code in it runs, and every bad file stops the start with a message naming it.
+
+Both loaders are checked: churn.scoring's (what the service uses, stand-ins without scikit-learn) and
+churn.model.load_model (real scikit-learn objects, read as safely).
+"""
+
+import io
+import os
+import pickle
+import random
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+from sklearn.base import BaseEstimator
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from churn.model import fit, load_model, save_model
+from churn.scoring import LinearScorer, ModelLoadError, load_served_model
+from tests.conftest import MODEL_FILE, ROOT
+from tests.servers import free_port, gunicorn_command
+
+SKLEARN = version("scikit-learn")
+LOADERS = {"served": load_served_model, "sklearn": load_model}
+
+
+@pytest.fixture(params=LOADERS)
+def loader(request):
+    return LOADERS[request.param]
+
+
+def refused(loader, path) -> str:
+    with pytest.raises(ModelLoadError) as caught:
+        loader(path)
+    message = str(caught.value)
+    assert str(path) in message
+    return message
+
+
+class Payload:
+    """Unpickling calls function(*args): what a hostile model file would do."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def hostile_pickles(sentinel) -> dict:
+    """Each would create sentinel if its code ran: (pickle bytes, the global the loader must refuse)."""
+    system = Payload(os.system, f"touch {sentinel}")
+    system_global = f"{os.system.__module__}.system"  # posix.system here
+    return {
+        "os.system": (pickle.dumps(system), system_global),
+        "open": (pickle.dumps(Payload(open, str(sentinel), "w")), f"{open.__module__}.open"),  # io.open
+        "exec": (pickle.dumps(Payload(exec, f"open({str(sentinel)!r}, 'w')")), "builtins.exec"),
+        # Hidden inside an otherwise valid pair: the global is refused before anything is called.
+        "inside a pair": (pickle.dumps((DictVectorizer(), system)), system_global),
+        "protocol 0": (pickle.dumps(system, protocol=0), system_global),
+    }
+
+
+@pytest.mark.parametrize("kind", ["os.system", "open", "exec", "inside a pair", "protocol 0"])
+def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(kind, loader, tmp_path):
+    sentinel = tmp_path / "pwned"
+    data, refused_global = hostile_pickles(sentinel)[kind]
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    message = refused(loader, path)
+    assert f"refused global {refused_global}" in message
+    assert not sentinel.exists()
+
+
+class OtherVersionPickler(pickle.Pickler):
+    """Pickles estimators as if another scikit-learn version had: sklearn writes its version in their state."""
+
+    def __init__(self, file, pickled_version: str, which: tuple):
+        super().__init__(file)
+        self.pickled_version, self.which = pickled_version, which
+
+    def reducer_override(self, obj):
+        if isinstance(obj, self.which):
+            function, args, state, *rest = obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+            return (function, args, {**state, "_sklearn_version": self.pickled_version}, *rest)
+        return NotImplemented
+
+
+@pytest.mark.parametrize("which", [(DictVectorizer,), (LogisticRegression,), (DictVectorizer, LogisticRegression)])
+def test_a_model_from_another_scikit_learn_version_names_both_and_how_to_retrain(which, loader, tmp_path):
+    buffer = io.BytesIO()
+    OtherVersionPickler(buffer, "0.24.2", which).dump(load_model(MODEL_FILE))
+    path = tmp_path / "model.bin"
+    path.write_bytes(buffer.getvalue())
+    message = refused(loader, path)
+    assert "0.24.2" in message and SKLEARN in message and "train.py" in message
+
+
+def test_the_same_pickler_with_this_version_loads(tmp_path):
+    """The control for the test above: only the version makes the difference."""
+    buffer = io.BytesIO()
+    OtherVersionPickler(buffer, SKLEARN, (BaseEstimator,)).dump(load_model(MODEL_FILE))
+    path = tmp_path / "model.bin"
+    path.write_bytes(buffer.getvalue())
+    assert isinstance(load_served_model(path).scorer, LinearScorer)
+
+
+def test_a_missing_file_names_its_path(loader, tmp_path):
+    assert "cannot read" in refused(loader, tmp_path / "no-such-model.bin")
+
+
+def test_a_directory_names_its_path(loader, tmp_path):
+    assert "cannot read" in refused(loader, tmp_path)
+
+
+def test_an_empty_file_names_its_path_and_how_to_make_one(loader, tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"")
+    assert "train.py" in refused(loader, path)
+
+
+def test_every_truncation_of_the_model_names_the_path(tmp_path):
+    data = MODEL_FILE.read_bytes()
+    path = tmp_path / "model.bin"
+    for length in range(1, len(data)):
+        path.write_bytes(data[:length])
+        refused(load_served_model, path)
+
+
+@pytest.mark.parametrize("length", [1, 100, 1000, -1])
+def test_a_truncated_model_names_the_path_to_the_sklearn_loader(length, tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(MODEL_FILE.read_bytes()[:length])
+    refused(load_model, path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [(1, 2), ("DictVectorizer", "LogisticRegression"), [DictVectorizer(), LogisticRegression()], None],
+    ids=["numbers", "names", "a list", "None"],
+)
+def test_a_pickle_of_something_else_is_not_a_model(content, loader, tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(pickle.dumps(content))
+    assert "does not hold a (DictVectorizer, LogisticRegression) pair" in refused(loader, path)
+
+
+def test_the_pair_in_the_wrong_order_is_not_a_model(loader, tmp_path):
+    dv, model = load_model(MODEL_FILE)
+    path = tmp_path / "model.bin"
+    save_model(path, model, dv)
+    refused(loader, path)
+
+
+def test_an_unfitted_pair_names_the_path(tmp_path):
+    path = tmp_path / "model.bin"
+    save_model(path, DictVectorizer(sparse=False), LogisticRegression())
+    refused(load_served_model, path)
+
+
+def test_a_frame_length_beyond_memory_names_the_path(tmp_path):
+    data = MODEL_FILE.read_bytes()
+    # Protocol 4: PROTO 4, then FRAME and its 8-byte length.
+    assert data[:3] == b"\x80\x04\x95"
+    path = tmp_path / "model.bin"
+    path.write_bytes(data[:3] + b"\xff" * 8 + data[11:])
+    refused(load_served_model, path)
+
+
+def test_damaged_bytes_load_a_pair_or_name_the_path(tmp_path):
+    """Any byte of the file changed: either it still reads as a servable pair, or the start stops cleanly."""
+    data = MODEL_FILE.read_bytes()
+    path = tmp_path / "model.bin"
+    rng = random.Random(6)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(150):
+        damaged = bytearray(data)
+        damaged[rng.randrange(len(data))] = rng.choice([0x00, 0xFF, rng.randrange(256)])
+        path.write_bytes(bytes(damaged))
+        try:
+            load_served_model(path)
+            outcomes["loaded"] += 1
+        except ModelLoadError as e:
+            assert str(path) in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
+
+
+def test_train_py_s_save_format_loads_with_both_loaders(clean_df, tmp_path):
+    dv, model = fit(clean_df.head(500))
+    path = tmp_path / "model.bin"
+    save_model(path, dv, model)
+    loaded_dv, loaded_model = load_model(path)
+    assert loaded_dv.feature_names_ == dv.feature_names_
+    assert (loaded_model.coef_ == model.coef_).all()
+    assert isinstance(load_served_model(path).scorer, LinearScorer)
+
+
+# ---- The real service refuses to start
+
+
+def start(command: list[str], model_file, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "MODEL_FILE": str(model_file)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def hostile_model(tmp_path):
+    sentinel = tmp_path / "pwned"
+    data, refused_global = hostile_pickles(sentinel)["os.system"]
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    return path, sentinel, refused_global
+
+
+def test_predict_py_does_not_start_on_a_hostile_model(hostile_model):
+    path, sentinel, refused_global = hostile_model
+    run = start([sys.executable, "-c", "import predict"], path)
+    assert run.returncode != 0
+    assert f"ModelLoadError: model file {path}: refused global {refused_global}" in run.stderr
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "truncated", "other version"])
+def test_predict_py_does_not_start_on_a_bad_model(problem, tmp_path):
+    path = tmp_path / "model.bin"
+    if problem == "empty":
+        path.write_bytes(b"")
+    elif problem == "truncated":
+        path.write_bytes(MODEL_FILE.read_bytes()[:-10])
+    elif problem == "other version":
+        buffer = io.BytesIO()
+        OtherVersionPickler(buffer, "0.24.2", (BaseEstimator,)).dump(load_model(MODEL_FILE))
+        path.write_bytes(buffer.getvalue())
+    run = start([sys.executable, "-c", "import predict"], path)
+    assert run.returncode != 0
+    assert (
+        f"ModelLoadError: model file {path}" in run.stderr
+        or f"ModelLoadError: cannot read model file {path}" in run.stderr
+    )
+
+
+def test_gunicorn_exits_on_a_hostile_model_without_serving(hostile_model):
+    path, sentinel, refused_global = hostile_model
+    port = free_port()
+    run = start(gunicorn_command(port), path)
+    assert run.returncode != 0
+    assert f"model file {path}: refused global {refused_global}" in run.stdout + run.stderr
+    assert not sentinel.exists()
