@@ -15,7 +15,23 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
+
+# In multiprocess mode every metric update asks the process ID, to notice a fork: a system call, several per
+# request, and system calls are what a request costs most here. The ID is remembered instead, and renewed in
+# each forked worker (prometheus_client's documented hook, the one uWSGI setups use for worker IDs).
+_pid = os.getpid()
+
+
+def _remember_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_remember_pid)
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _pid)
 
 REQUESTS = Counter("churn_http_requests", "HTTP requests answered", ["method", "endpoint", "status"])
 REQUEST_DURATION = Histogram("churn_http_request_duration_seconds", "Time to answer a request", ["endpoint"])

@@ -2,6 +2,7 @@
 
 import io
 import os
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -285,7 +286,8 @@ class RequestObserver:
     def __call__(self, environ, start_response):
         start = time.perf_counter()
         sent = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = sent if REQUEST_ID.fullmatch(sent) else os.urandom(16).hex()
+        # random, not os.urandom: no system call, and reseeded in every forked worker
+        request_id = sent if REQUEST_ID.fullmatch(sent) else f"{random.getrandbits(128):032x}"
         token = logs.request_id.set(request_id)
         status = []
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import re
+import select
 import shutil
 import subprocess
 import time
@@ -310,12 +311,40 @@ def test_concurrent_requests_each_get_one_whole_line(server):
 
 def test_log_request_writes_one_json_line(capsys, caplog):
     caplog.set_level(logging.INFO, logger="churn.access")  # as configure_logging sets it in the service
+    logs.access_lines.flush()
+    capsys.readouterr()
     logs.log_request("POST", '/a "b"\n\\c é', 422, 0.0012345, 3, "rid-1")
+    assert capsys.readouterr().out == ""  # batched, until a flush
+    logs.access_lines.flush()
     out = capsys.readouterr().out
     assert out.endswith("\n") and out.count("\n") == 1
     entry = json.loads(out)
     assert entry["path"] == '/a "b"\n\\c é'
     assert (entry["status"], entry["duration_ms"], entry["customers"], entry["request_id"]) == (422, 1.234, 3, "rid-1")
+
+
+def test_access_lines_are_written_in_whole_lines_of_at_most_pipe_buf(monkeypatch):
+    writes = []
+    monkeypatch.setattr(logs.sys, "stdout", type("Out", (), {"write": writes.append, "flush": lambda self: None})())
+    lines = logs.AccessLines()
+    sent = [f'{{"n":{i},"pad":"{"x" * (i % 300)}"}}\n' for i in range(500)]
+    for line in sent:
+        lines.add(line)
+    lines.flush()
+    assert "".join(writes) == "".join(sent)
+    assert len(writes) < len(sent) / 5
+    assert all(len(w) <= select.PIPE_BUF and w.endswith("\n") for w in writes)
+
+
+def test_access_lines_reach_stdout_within_a_second(capsys):
+    lines = logs.AccessLines()
+    lines.add("one line\n")
+    deadline = time.monotonic() + 3 * lines.FLUSH_SECONDS
+    out = ""
+    while not out and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out = capsys.readouterr().out
+    assert out == "one line\n"
 
 
 def test_other_log_lines_carry_the_request_id_of_their_request():
