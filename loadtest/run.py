@@ -290,7 +290,7 @@ def sighup(duration: float, concurrency: int, signal_at: float, log: Path) -> di
 
 
 def recycle(duration: float, concurrency: int, max_requests: int, log: Path) -> dict:
-    """Workers retired after max_requests (gunicorn.conf.py's default is 10000) and replaced, under load."""
+    """Workers retired after max_requests (gunicorn.conf.py's default is 100000) and replaced, under load."""
     with gunicorn(log, GUNICORN_MAX_REQUESTS=max_requests, GUNICORN_MAX_REQUESTS_JITTER=max_requests // 10) as (
         port,
         process,
