@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,49 @@ def app(served_model, settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# `python -W error::sklearn.exceptions.ConvergenceWarning` is ignored with only a notice: -W is read before
+# site-packages is importable. So the filter is set here, train.py runs as __main__ after it, and the modules
+# the run imported are printed last.
+RUN_TRAIN_PY = """
+import json, runpy, sys, warnings
+from sklearn.exceptions import ConvergenceWarning
+warnings.simplefilter("error", ConvergenceWarning)
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("matplotlib"))))
+"""
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    stdout: str
+    stderr: str
+    model: Path
+    report: Path
+
+
+@pytest.fixture(scope="session")
+def train_run(dataset_path, tmp_path_factory) -> TrainRun:
+    """One real `train.py --report` run on the real data, shared by the tests that read what it makes."""
+    out = tmp_path_factory.mktemp("train")
+    model, report = out / "model.bin", out / "report"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUN_TRAIN_PY,
+            "--data",
+            str(dataset_path),
+            "--output",
+            str(model),
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    return TrainRun(run.stdout, run.stderr, model, report)

@@ -6,8 +6,6 @@ CHURN_UPDATE_NOTEBOOK=1 saves the executed notebook over the committed one: that
 import json
 import os
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -57,16 +55,8 @@ def executed(dataset_path):
 
 
 @pytest.fixture(scope="module")
-def train_py(dataset_path, tmp_path_factory):
-    output = tmp_path_factory.mktemp("train") / "model.bin"
-    run = subprocess.run(
-        [sys.executable, "train.py", "--data", str(dataset_path), "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return run.stdout, json.loads(output.with_name(output.name + ".json").read_text())
+def train_py(train_run):
+    return train_run.stdout, json.loads(train_run.model.with_name(train_run.model.name + ".json").read_text())
 
 
 def test_runs_without_errors_or_warnings(executed):

@@ -1,8 +1,6 @@
 """train.py --report writes the metrics and the ROC and CV plots, headless and without convergence warnings."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,32 +13,12 @@ from churn.model import fit, predict, split
 from churn.report import plot_cv_auc, plot_roc
 from tests.conftest import ROOT
 
-# `python -W error::sklearn.exceptions.ConvergenceWarning` is ignored with only a notice: -W is read before
-# site-packages is importable. So the filter is set here, train.py runs as __main__ after it, and the modules
-# the run imported are reported.
-RUN_TRAIN_PY = """
-import json, runpy, sys, warnings
-from sklearn.exceptions import ConvergenceWarning
-warnings.simplefilter("error", ConvergenceWarning)
-sys.argv = ["train.py", *sys.argv[1:]]
-runpy.run_path("train.py", run_name="__main__")
-print(json.dumps(sorted(m for m in sys.modules if m.startswith("matplotlib"))))
-"""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def trained(dataset_path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    run = subprocess.run(
-        [sys.executable, "-c", RUN_TRAIN_PY]
-        + ["--data", str(dataset_path), "--output", str(out / "model.bin"), "--report", str(out / "report")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    return run, out
+def trained(train_run):
+    return train_run, train_run.model.parent
 
 
 def test_writes_the_metrics_beside_the_model(trained):

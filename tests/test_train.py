@@ -1,30 +1,19 @@
 import pickle
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import MODEL_FILE, ROOT
+from tests.conftest import MODEL_FILE
 
 
 @pytest.fixture(scope="module")
-def trained(dataset_path, tmp_path_factory):
-    output = tmp_path_factory.mktemp("train") / "model.bin"
-    run = subprocess.run(
-        [sys.executable, "train.py", "--data", str(dataset_path), "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    # `-W error::sklearn...` cannot be used (it is parsed before site-packages is importable); warnings go to
-    # stderr, so a clean stderr means the fit converged.
-    assert "Warning" not in run.stderr, run.stderr
-    return run.stdout, output
+def trained(train_run):
+    # Warnings go to stderr (and a ConvergenceWarning is an error in this run), so a clean stderr means it converged.
+    assert "Warning" not in train_run.stderr, train_run.stderr
+    return train_run.stdout, train_run.model
 
 
 def test_reproduces_the_course_auc(trained):
