@@ -24,7 +24,7 @@ FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The service runs as this user; its home holds gunicorn's control socket. The code stays root's, so the
+# The service runs as this user (with a home, as tools expect one). The code stays root's, so the
 # service cannot change it.
 RUN useradd --no-log-init --uid 10001 --create-home --shell /usr/sbin/nologin churn
 COPY --from=deps /opt/venv /opt/venv
