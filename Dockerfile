@@ -1,4 +1,6 @@
-# The churn service: gunicorn serving predict:app with the project's gunicorn.conf.py on $PORT (default 9696).
+# The churn service: gunicorn serving predict:app with the project's gunicorn.conf.py on $PORT (default 9696),
+# and the model named by the MODEL_FILE build argument. It holds what serving imports and nothing else: the
+# Pipfile's [packages], not the training packages in [dev-packages] (scikit-learn, scipy, pandas...).
 
 # ---- deps: pipenv installs the locked serving packages into a virtualenv, the only thing the runtime takes
 # from this stage (pipenv itself, about 40 MB, stays behind).
@@ -29,8 +31,17 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --no-log-init --uid 10001 --create-home --shell /usr/sbin/nologin churn
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
-COPY ["gunicorn.conf.py", "predict.py", "model_C=1.0.bin", "model_C=1.0.bin.json", "./"]
+# Pipfile.lock too: scikit-learn is not installed here, so the model loader takes the version the lock pins
+# for training as the one a model must have been pickled with (churn/scoring.py).
+COPY ["gunicorn.conf.py", "predict.py", "Pipfile.lock", "./"]
 COPY churn/ churn/
+# The model served: any model_*.bin that train.py made, with the metrics it wrote beside it, which the /model
+# card reports (`build --build-arg MODEL_FILE=model_C=0.1.bin .`). Only this one enters the image, and the
+# service serves it by default (predict.py reads $MODEL_FILE). Elastic Beanstalk builds with this default:
+# to deploy another model there, change it here. Last, so that another model rebuilds only this layer.
+ARG MODEL_FILE=model_C=1.0.bin
+COPY ["${MODEL_FILE}", "${MODEL_FILE}.json", "./"]
+ENV MODEL_FILE=/app/${MODEL_FILE}
 
 USER 10001
 EXPOSE 9696

@@ -8,27 +8,50 @@ export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 export PIPENV_NOSPIN := 1
 
-.PHONY: serve test train notebook lock lint bench container-test fuzz loadtest clean
+.PHONY: serve test test-fast train notebook jupyter lock lint bench bench-batch container-test fuzz loadtest clean
 
 serve: $(SYNCED)
 	$(VENV)/bin/gunicorn predict:app
 
+# What the tests need beyond Python, as PROGRAM=Debian packages, installed by scripts/install_debian.sh when missing.
+CHROMIUM := chromium=chromium,chromium-driver,fonts-dejavu-core
+NGINX := nginx=nginx
+JAVA := java=openjdk-17-jre-headless
+
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
 test: $(SYNCED)
-	sh scripts/install_browser.sh
+	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container")
 
+# The quick edit-and-test loop: only what needs nothing beyond the venv (no Chromium, nginx, Java or container
+# engine to install) and takes seconds, not minutes. The markers are listed in pyproject.toml.
+test-fast: $(SYNCED)
+	$(VENV)/bin/python -m pytest -m "not browser and not container and not nginx and not spark and not slow"
+
+# train.py finds the data in $CHURN_DATA, ../shared/data/ or data/, else downloads it to data/.
 train: $(SYNCED)
-	$(VENV)/bin/python train.py $(if $(CHURN_DATA),--data $(CHURN_DATA)) --report reports
+	$(VENV)/bin/python train.py --report reports
 	mkdir -p docs && cp reports/roc.png docs/roc.png
 
 # Re-runs the notebook and saves it with its outputs (tests/test_notebook.py fails when they are stale).
 notebook: $(SYNCED)
 	CHURN_UPDATE_NOTEBOOK=1 $(VENV)/bin/python -m pytest tests/test_notebook.py
 
+# JupyterLab on the notebooks folder, for this machine only (it runs code for whoever holds its token).
+JUPYTER_PORT ?= 8888
+jupyter: $(SYNCED)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(JUPYTER_PORT) \
+		$(JUPYTER_ARGS)
+
 # Throughput of this service, the course's classic one and Flask's floor, under identical gunicorn flags.
 bench: $(SYNCED)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# Batch scoring: score.py on a 1,000,000-row CSV against the naive pandas + scikit-learn way, and on Spark local[2]
+# against a naive pandas UDF and an identity pass (the floor of Spark's Python workers).
+bench-batch: $(SYNCED)
+	sh scripts/install_debian.sh $(JAVA)
+	$(VENV)/bin/python -m bench.batch $(BENCH_BATCH_ARGS)
 
 # Longer runs of what `make test` runs briefly: schemathesis with more examples; load and faults for 30 s each.
 fuzz: $(SYNCED)

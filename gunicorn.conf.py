@@ -1,8 +1,8 @@
 """gunicorn settings for `gunicorn predict:app` (read from this file by default). Each can be set by environment."""
 
+import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '9696')}"
@@ -25,11 +25,23 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # without a writable home (a container's non-root user) it logs an error at each start.
 control_socket_disable = True
 
+# gunicorn maps a SCRIPT_NAME header from a peer it trusts (forwarded_allow_ips: loopback by default, so
+# a proxy on the same host, or any local client) into the WSGI environ, and answers a path outside it with
+# an HTML 500. Nothing here is mounted under a prefix: such headers are dropped like any underscore header.
+forwarder_headers = ""
+
 # prometheus_client keeps each worker's metrics in files under this folder; it must be set before the
 # app (and so prometheus_client) is imported, which is why it is here and not in the app.
-_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _own_metrics_dir:
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churn-metrics-")
+    _master_pid = os.getpid()
+
+    # atexit, not on_exit: a start that fails (a bad model file) never reaches on_exit. Forked workers run
+    # atexit handlers too: only this process removes the folder.
+    @atexit.register
+    def _remove_own_metrics_dir():
+        if os.getpid() == _master_pid:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def on_starting(server):
@@ -40,66 +52,19 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
+    from churn.metrics import archive_dead_process
 
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    if _own_metrics_dir:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    archive_dead_process(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
-# ---- Graceful stop without resetting queued connections
-# On SIGTERM the master closes its copy of the listening socket, but the workers still hold theirs: the kernel
-# keeps completing handshakes into the accept queue, and when the last worker exits, every connection still
-# queued there is reset. So a worker that finds the master no longer listening first makes the socket drop
-# new connection attempts (clients retry, then find the port closed: refused), then serves what is queued.
+# A stop (SIGTERM) that resets no queued connection: see churn/drain.py.
+def post_fork(server, worker):
+    from churn.drain import keep_listeners
 
-
-def _listened_by(pid: int, inodes: set) -> bool:
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
-            return True
-    return False
-
-
-def _drop_new_connections(listener) -> None:
-    import ctypes
-    import socket
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
-
-    drop_all = (SockFilter * 1)(SockFilter(0x06, 0, 0, 0))  # BPF_RET|BPF_K 0: keep nothing of any packet
-    so_attach_filter = 26
-    listener.setsockopt(socket.SOL_SOCKET, so_attach_filter, bytes(SockFprog(1, drop_all)))
+    keep_listeners(worker)
 
 
 def worker_exit(server, worker):
-    # Also called in the master for a worker it found gone; and a worker recycled or replaced by a reload
-    # (SIGHUP) leaves a listening master, whose new workers serve the queue.
-    if sys.platform != "linux" or worker.pid != os.getpid() or not hasattr(worker, "handle"):
-        return
-    try:
-        if _listened_by(worker.ppid, {os.fstat(s.fileno()).st_ino for s in worker.sockets}):
-            return
-    except OSError:
-        pass
-    for listener in worker.sockets:
-        _drop_new_connections(listener)
-        listener.setblocking(False)
-        while True:
-            try:
-                client, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            client.setblocking(True)
-            worker.handle(listener, client, addr)
+    from churn.drain import drain
+
+    drain(worker)

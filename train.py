@@ -6,6 +6,7 @@ python train.py [--data PATH] [--C 1.0] [--n-splits 5] [--output model_C=1.0.bin
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,18 @@ import sklearn
 from sklearn.metrics import roc_auc_score
 
 from churn import data
-from churn.model import cross_validate, fit, predict, save_model, split
+from churn.explain import explanation_stats
+from churn.model import FIT_RTOL, cross_validate, encode, fit, predict, same_fit, save_model, split
+from churn.scoring import EXPLANATION_KEY
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help=f"the CSV (default: {data.DEFAULT_DATA_PATH}, downloaded if missing)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the CSV (default: the first of $CHURN_DATA, ../shared/data/, data/ that has it, else a download)",
+    )
     parser.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength (default 1.0)")
     parser.add_argument("--n-splits", type=int, default=5, help="cross-validation folds (default 5)")
     parser.add_argument("--output", type=Path, help="model file (default: model_C={C}.bin)")
@@ -27,10 +34,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def dataset_path(path: Path | None) -> Path:
+    """--data, else the dataset where the tests find it, else a download to data/ (DataError offline)."""
+    if path is None:
+        return data.find_data() or data.download_data()
+    if not path.is_file():
+        raise data.DataError(f"--data {path}: no such file")
+    return path
+
+
 def main(argv=None):
     args = parse_args(argv)
     output = args.output or Path(f"model_C={args.C}.bin")
-    data_path = args.data or data.download_data()
+    try:
+        data_path = dataset_path(args.data)
+    except data.DataError as e:
+        sys.exit(f"train.py: {e}")  # one line for a person, not a traceback
     df = data.load_data(data_path)
     df_full_train, df_test = split(df)
 
@@ -47,7 +66,11 @@ def main(argv=None):
     print(f"auc={test_auc:.3f}")
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_model(output, dv, model)
+    # Rewriting a model for 1e-14 of floating-point noise would show it changed (and dirty the repository).
+    if output.exists() and same_fit(output, dv, model):
+        print(f"kept {output}: it holds this fit (the same state, coefficients within {FIT_RTOL:g})")
+    else:
+        save_model(output, dv, model)
     metrics = {
         "model_file": output.name,
         "data_sha256": data.file_sha256(data_path),
@@ -67,10 +90,12 @@ def main(argv=None):
             "numpy": np.__version__,
             "pandas": pd.__version__,
         },
+        # What /explain needs: the means of the model's columns over the split it was fitted on.
+        EXPLANATION_KEY: explanation_stats(dv, encode(df_full_train, dv)),
     }
     metrics_path = output.with_name(output.name + ".json")
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"the model is saved to {output}, its metrics to {metrics_path}")
+    print(f"the model is in {output}, its metrics in {metrics_path}")
     if args.report:
         # Imported here: matplotlib is a training-only dependency.
         from churn.report import write_report

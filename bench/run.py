@@ -14,8 +14,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,14 +24,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from churn.data import DATA_FILE_NAME, load_data
+from churn.data import DataError, load_data
 from churn.model import FEATURE_NAMES
 from churn.schema import SAMPLE_CUSTOMER
+from devtools import MODEL_FILE, ROOT, dataset_path, free_port, gunicorn_command, stop, worker_pids
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-MODEL_FILE = ROOT / "model_C=1.0.bin"
 BATCH_SIZE = 1000
+REFUSED = 10_000  # customers in the refusal measurement
 SERVICES = {
     "ours": "predict:app",
     "classic": "bench.classic:app",
@@ -72,22 +69,45 @@ def parse_args(argv=None):
 # ---- Inputs
 
 
-def dataset_path() -> Path:
-    """The real dataset: $CHURN_DATA, else ../shared/data beside the clone, else data/ (as the tests look)."""
-    candidates = [os.environ.get("CHURN_DATA"), ROOT.parent / "shared" / "data" / DATA_FILE_NAME]
-    candidates.append(ROOT / "data" / DATA_FILE_NAME)
-    for candidate in filter(None, candidates):
-        if Path(candidate).exists():
-            return Path(candidate)
-    raise BenchError(
-        f"the dataset {DATA_FILE_NAME} is not in $CHURN_DATA, ../shared/data or data/ (make train fetches it)"
-    )
-
-
 def batch_body() -> bytes:
     """The dataset's first 1,000 customers in the model's (cleaned) spelling, which the classic service needs too."""
     df = load_data(dataset_path()).head(BATCH_SIZE)
     return df[FEATURE_NAMES].to_json(orient="records").encode()
+
+
+def raw_rows(n: int) -> list[dict]:
+    """Whole rows of the dataset as read_csv reads them: its own names and values, customerID, Churn, and
+    TotalCharges as text."""
+    import pandas as pd
+
+    return pd.read_csv(dataset_path(), dtype={"TotalCharges": str}).head(n).to_dict(orient="records")
+
+
+def refusal_bodies() -> tuple[bytes, bytes]:
+    """10,000 empty objects, and 10,000 valid customers (the dataset's rows, repeated) in the model's spelling."""
+    clean = json.loads(batch_body())
+    return json.dumps([{}] * REFUSED).encode(), json.dumps((clean * (REFUSED // len(clean) + 1))[:REFUSED]).encode()
+
+
+def time_refusal(server: "Server", refused: bytes, valid: bytes, requests: int) -> tuple[float, float, int]:
+    """Median seconds to answer each body, interleaved one after the other, and the size of the refusal."""
+    times = {"refused": [], "valid": []}
+    size = 0
+    for _ in range(requests):
+        for kind, body, expected in (("refused", refused, 422), ("valid", valid, 200)):
+            start = time.perf_counter()
+            request = urllib.request.Request(server.url, body, {"Content-Type": "application/json"}, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status, answer = response.status, response.read()
+            except urllib.error.HTTPError as e:
+                status, answer = e.code, e.read()
+            times[kind].append(time.perf_counter() - start)
+            if status != expected:
+                raise BenchError(f"the {kind} 10,000-customer body got {status}, not {expected}")
+            if kind == "refused":
+                size = len(answer)
+    return statistics.median(times["refused"]), statistics.median(times["valid"]), size
 
 
 def ensure_wrk() -> str:
@@ -173,35 +193,12 @@ class Server:
         return self.log_path.read_text(errors="replace")[-3000:]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server_env() -> dict:
     """The environment every app starts with: the same model file, and no inherited metrics folder, so that
     gunicorn.conf.py gives each server its own."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["MODEL_FILE"] = os.environ.get("MODEL_FILE", str(MODEL_FILE))
     return env
-
-
-def gunicorn_command(app: str, port: int, workers: int) -> list[str]:
-    """The same flags for every app: our gunicorn.conf.py only sets server behaviour (preload, no access log,
-    worker recycling, timeouts, the metrics folder), so each app gets the same server."""
-    return [
-        str(BIN / "gunicorn"),
-        "--config",
-        str(ROOT / "gunicorn.conf.py"),
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "sync",
-        "--bind",
-        f"127.0.0.1:{port}",
-        app,
-    ]
 
 
 def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, object]:
@@ -217,9 +214,11 @@ def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes
     port = free_port()
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        # stdout (our one JSON line per request) goes to /dev/null: writing it stays inside the measurement.
+        # The same gunicorn flags for every app: gunicorn.conf.py only sets server behaviour (preload, no access log,
+        # worker recycling, timeouts, the metrics folder). stdout (our one JSON line per request) goes to
+        # /dev/null: writing it stays inside the measurement.
         process = subprocess.Popen(
-            gunicorn_command(SERVICES[name], port, workers),
+            gunicorn_command(port, workers, SERVICES[name]),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -239,22 +238,13 @@ def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.05)
-    stop_server(server)
+    stop(server.process)
     raise BenchError(f"{name} did not answer within 60 s:\n{server.log_tail()}")
 
 
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-
-
-def check_answers(servers: dict[str, Server], single: bytes, batch: bytes) -> None:
-    """Benchmark only apps that answer right: ours and the classic agree; our batch has one answer per customer."""
+def check_answers(servers: dict[str, "Server"], single: bytes, batch: bytes, raw_batch: bytes) -> None:
+    """Benchmark only apps that answer right: ours and the classic agree; our batches have one answer per customer,
+    the same in the dataset's spelling as in the model's."""
     answers = {name: post(server.url, single) for name, server in servers.items()}
     for name, (status, answer) in answers.items():
         if status != 200:
@@ -265,24 +255,14 @@ def check_answers(servers: dict[str, Server], single: bytes, batch: bytes) -> No
     status, answer = post(servers["ours"].url, batch, timeout=30)
     if status != 200 or len(answer) != BATCH_SIZE:
         raise BenchError(f"our service answered the {BATCH_SIZE}-customer batch with {status}")
+    status, raw_answer = post(servers["ours"].url, raw_batch, timeout=30)
+    if status != 200 or [a["churn_probability"] for a in raw_answer] != [a["churn_probability"] for a in answer]:
+        raise BenchError(f"our service answered the raw {BATCH_SIZE}-customer batch with {status} or other figures")
 
 
 def stat_fields(pid: int | Path) -> list[str]:
     """/proc/PID/stat's fields after the parenthesised command name (which may hold spaces): [0] is field 3."""
     return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-
-
-def workers_of(master_pid: int) -> list[Path]:
-    """The /proc folders of the master's children: gunicorn's workers."""
-    workers = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(stat_fields(entry.name)[1]) == master_pid:
-                    workers.append(entry)
-            except (OSError, IndexError):
-                continue  # a process that ended meanwhile
-    return workers
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -294,9 +274,9 @@ def server_cpu(master_pid: int) -> float:
     than requests/s, which also counts the time a worker waits to be scheduled."""
     fields = stat_fields(master_pid)
     ticks = sum(int(x) for x in fields[11:15])
-    for worker in workers_of(master_pid):
+    for worker in worker_pids(master_pid):
         try:
-            ticks += sum(int(x) for x in stat_fields(worker.name)[11:13])
+            ticks += sum(int(x) for x in stat_fields(worker)[11:13])
         except (OSError, IndexError):
             continue
     return ticks / CLOCK_TICKS
@@ -309,9 +289,10 @@ def worker_memory(master_pid: int) -> tuple[float, float]:
     PSS divides shared pages among the processes that share them, so it is the fair per-worker figure.
     """
     rss, pss = [], []
-    for worker in workers_of(master_pid):
+    for worker in worker_pids(master_pid):
         try:
-            fields = dict(line.split(":", 1) for line in (worker / "smaps_rollup").read_text().splitlines()[1:])
+            smaps = (Path("/proc") / str(worker) / "smaps_rollup").read_text()
+            fields = dict(line.split(":", 1) for line in smaps.splitlines()[1:])
         except OSError:
             continue
         rss.append(int(fields["Rss"].split()[0]) / 1024)
@@ -324,6 +305,7 @@ def worker_memory(master_pid: int) -> tuple[float, float]:
 # ---- wrk
 
 WRK_SCRIPT = """wrk.method = "POST"
+wrk.path = "{endpoint}"
 wrk.headers["Content-Type"] = "application/json"
 local f = assert(io.open("{path}", "rb"))
 wrk.body = f:read("*a")
@@ -455,9 +437,12 @@ def row(label: str, cells) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict, args) -> str:
+def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict, refusal: tuple, args) -> str:
     single = {name: Summary.of(results[name]) for name in SERVICES}
     batch = Summary.of(results["batch"])
+    raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
+    explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
+    refused_s, valid_s, refused_size = refusal
     ours, classic, floor, unobserved = (single[k] for k in ("ours", "classic", "floor", "unobserved"))
     n = args.rounds
     lines = [
@@ -479,6 +464,18 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         ),
         row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), "", "", "")),
         row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), "", "", "")),
+        row("requests/s, one whole dataset row (its own spelling)", (raw_single.rate(), "", "", "")),
+        row(f"customers/s, {BATCH_SIZE:,} whole dataset rows", (raw_batch.rate(BATCH_SIZE), "", "", "")),
+        row("requests/s, POST /explain, one customer", (explain_single.rate(), "", "", "")),
+        row(
+            f"customers/s, POST /explain, {BATCH_SIZE:,}-customer batches",
+            (explain_batch.rate(BATCH_SIZE), "", "", ""),
+        ),
+        row(
+            f"median time: refuse {REFUSED:,} empty objects / score {REFUSED:,} customers",
+            (f"{ms(refused_s)} / {ms(valid_s)}", "", "", ""),
+        ),
+        row(f"size of the refusal of {REFUSED:,} empty objects", (f"{refused_size:,} bytes", "", "", "")),
         row("import time of the app module", (f"{imports[k][0] * 1000:.0f} ms" for k in SERVICES)),
         row("peak RSS of that import", (f"{imports[k][1]:.1f} MiB" for k in SERVICES)),
         row(f"start to first answer ({args.workers} workers)", (f"{startup[k]:.2f} s" for k in SERVICES)),
@@ -511,6 +508,36 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             50,
             True,
         ),
+        (
+            "a whole dataset row: requests/s vs the model's spelling",
+            raw_single.rps / ours.rps,
+            ours.cpu / raw_single.cpu,
+            0.9,
+            True,
+        ),
+        (
+            f"{BATCH_SIZE:,} whole dataset rows: customers/s vs the model's spelling",
+            raw_batch.rps / batch.rps,
+            batch.cpu / raw_batch.cpu,
+            0.9,
+            True,
+        ),
+        (
+            "/explain, one customer: requests/s vs /predict's",
+            explain_single.rps / ours.rps,
+            ours.cpu / explain_single.cpu,
+            0.8,
+            True,
+        ),
+        (
+            f"/explain, {BATCH_SIZE:,}-customer batches: customers/s vs /predict's",
+            explain_batch.rps / batch.rps,
+            batch.cpu / explain_batch.cpu,
+            0.5,
+            True,
+        ),
+        (f"refusing {REFUSED:,} empty objects: time vs scoring {REFUSED:,}", refused_s / valid_s, None, 1.0, False),
+        (f"refusing {REFUSED:,} empty objects: answer size in KiB", refused_size / 1024, None, 64, False),
         ("import of predict.py: time vs the classic's", imports["ours"][0] / imports["classic"][0], None, 1.0, False),
         (
             "import of predict.py: peak RSS vs the classic's",
@@ -525,7 +552,10 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         met = measured >= wanted if at_least else measured <= wanted
         cpu_cell = f"{cpu_ratio:.2f}×" if cpu_ratio is not None else ""
         sign = "≥" if at_least else "≤"
-        lines.append(f"| {what} | {measured:.2f}× | {cpu_cell} | {sign} {wanted}× | {'PASS' if met else 'FAIL'} |")
+        unit = "" if "KiB" in what else "×"
+        lines.append(
+            f"| {what} | {measured:.2f}{unit} | {cpu_cell} | {sign} {wanted}{unit} | {'PASS' if met else 'FAIL'} |"
+        )
     lines += [
         "",
         "*by server CPU*: the same ratio from the CPU time the gunicorn processes used per request "
@@ -546,20 +576,28 @@ def main(argv=None) -> int:
     servers: dict[str, Server] = {}
     try:
         batch = batch_body()
+        raw_single_body = json.dumps(raw_rows(1)[0]).encode()
+        # Compact JSON, as pandas writes the model-spelled batch: the bodies differ only in what they say.
+        raw_batch = json.dumps(raw_rows(BATCH_SIZE), separators=(",", ":")).encode()
+        refused, valid = refusal_bodies()
         print(f"timing imports ({args.imports} fresh processes per app)...", file=sys.stderr)
         imports = measure_imports(args.imports, env)
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             tmp = Path(tmp)
             scripts = {}
-            for kind, body in (("single", single), ("batch", batch)):
+            bodies = {"single": single, "batch": batch, "raw_single": raw_single_body, "raw_batch": raw_batch}
+            bodies |= {"explain_single": single, "explain_batch": batch}
+            for kind, body in bodies.items():
                 (tmp / f"{kind}.json").write_bytes(body)
-                (tmp / f"{kind}.lua").write_text(WRK_SCRIPT.format(path=tmp / f"{kind}.json"))
+                endpoint = "/explain" if kind.startswith("explain") else "/predict"
+                (tmp / f"{kind}.lua").write_text(WRK_SCRIPT.format(path=tmp / f"{kind}.json", endpoint=endpoint))
                 scripts[kind] = tmp / f"{kind}.lua"
             for name in SERVICES:
                 servers[name] = start_server(name, args.workers, env, tmp, single)
-            check_answers(servers, single, batch)
-            # The plan: one customer to each app in turn, then our batch, round after round.
+            check_answers(servers, single, batch, raw_batch)
+            # The plan: one customer to each app in turn, then our batches and the dataset's rows, round after round.
             plan = [(name, name, "single") for name in SERVICES] + [("batch", "ours", "batch")]
+            plan += [(kind, "ours", kind) for kind in ("raw_single", "raw_batch", "explain_single", "explain_batch")]
             print("warming up...", file=sys.stderr)
             for _, name, kind in plan:
                 run_wrk(wrk, servers[name], scripts[kind], 1, args)
@@ -573,18 +611,20 @@ def main(argv=None) -> int:
                         f"p99 {ms(run.p99)}  CPU {run.cpu * 1e6:,.0f} us/request  {' '.join(run.notes)}",
                         file=sys.stderr,
                     )
+            print(f"timing the refusal of {REFUSED:,} empty objects...", file=sys.stderr)
+            refusal = time_refusal(servers["ours"], refused, valid, 5 * args.rounds)
             memory = {name: worker_memory(server.process.pid) for name, server in servers.items()}
             startup = {name: server.startup for name, server in servers.items()}
             for server in servers.values():
                 if server.process.poll() is not None:
                     raise BenchError(f"{server.name} exited during the run:\n{server.log_tail()}")
-    except BenchError as e:
+    except (BenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         for server in servers.values():
-            stop_server(server)
-    table = report(results, imports, memory, startup, info, args)
+            stop(server.process)
+    table = report(results, imports, memory, startup, info, refusal, args)
     print(table)
     if args.out:
         args.out.write_text(table)

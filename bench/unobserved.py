@@ -2,5 +2,4 @@
 
 from predict import app
 
-# create_app wraps the app in RequestObserver last; unwrapping it leaves everything else as served.
-app.wsgi_app = app.wsgi_app.wsgi_app
+app.wsgi_app = app.extensions["churn.unobserved"]

@@ -1,6 +1,7 @@
 """Load and clean the IBM Telco churn CSV: the one cleaning rule that training and serving share."""
 
 import hashlib
+import os
 import urllib.request
 from pathlib import Path
 
@@ -10,8 +11,25 @@ DATA_URL = (
     f"chapter-03-churn-prediction/{DATA_FILE_NAME}"
 )
 DATA_SHA256 = "88be4b93fbe0cc83421af1c503794c97c342eca914c1576db7c276e61d61358a"
-DEFAULT_DATA_PATH = Path(__file__).resolve().parent.parent / "data" / DATA_FILE_NAME
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_PATH = PROJECT_ROOT / "data" / DATA_FILE_NAME
 TARGET = "churn"
+
+
+class DataError(ValueError):
+    """The dataset is not to be had, or is not the known file; the message says where it was looked for."""
+
+
+def data_candidates() -> list[Path]:
+    """Where the dataset is looked for, in order: $CHURN_DATA, ../shared/data beside the clone, data/."""
+    env = os.environ.get("CHURN_DATA")
+    shared = PROJECT_ROOT.parent / "shared" / "data" / DATA_FILE_NAME
+    return [*([Path(env)] if env else []), shared, DEFAULT_DATA_PATH]
+
+
+def find_data() -> Path | None:
+    """The first of data_candidates() that exists: the one search that train.py and the tests share."""
+    return next((path for path in data_candidates() if path.is_file()), None)
 
 
 def clean_text(text: str) -> str:
@@ -28,16 +46,28 @@ def file_sha256(path: Path) -> str:
 
 
 def download_data(path: Path = DEFAULT_DATA_PATH, url: str = DATA_URL) -> Path:
-    """Fetch the CSV to `path` unless it is there, and refuse a file whose sha256 is not the known one."""
+    """Fetch the CSV to `path` unless it is there, and refuse a file whose sha256 is not the known one.
+
+    Raises DataError with one line for a person (where the file is expected, the URL, --data) when offline.
+    """
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
-        urllib.request.urlretrieve(url, partial)
+        try:
+            urllib.request.urlretrieve(url, partial)
+        except OSError as e:  # URLError, HTTPError, a refused or reset connection, a full disk
+            partial.unlink(missing_ok=True)
+            reason = getattr(e, "reason", None) or e.strerror or e
+            looked = ", ".join(str(candidate) for candidate in data_candidates())
+            raise DataError(
+                f"the dataset is not in {looked}, and downloading it from {url} to {path} failed ({reason}): "
+                f"put it at {path}, set $CHURN_DATA, or pass --data PATH"
+            ) from None
         partial.replace(path)
     actual = file_sha256(path)
     if actual != DATA_SHA256:
-        raise ValueError(f"{path}: sha256 {actual} is not the dataset's {DATA_SHA256}")
+        raise DataError(f"{path}: sha256 {actual} is not the dataset's {DATA_SHA256}")
     return path
 
 

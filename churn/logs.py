@@ -104,18 +104,29 @@ access_lines = AccessLines()
 atexit.register(access_lines.flush)
 
 
+# What a client chooses is cut to these lengths in the access line, so that the line stays within one atomic
+# write (PIPE_BUF, 4096 bytes) even when every character is escaped (12 bytes for one outside the BMP).
+# The request ID is capped where it is accepted (128 characters).
+MAX_LOGGED_PATH = 256
+MAX_LOGGED_METHOD = 16
+
+
 def log_request(method: str, path: str, status: int, duration: float, customers: int, request_id: str) -> None:
     """The access line: the same JSON object the formatter would make, written without a LogRecord.
 
     logging's record, formatter and handler cost several times what the prediction does; this line is
     written on every request, so it is built directly. LOG_LEVEL above INFO still turns it off.
+    A path or method longer than its cap is cut, and the line says so with "truncated": true.
     """
     if not access_log.isEnabledFor(logging.INFO):
         return
+    truncated = ""
+    if len(path) > MAX_LOGGED_PATH or len(method) > MAX_LOGGED_METHOD:
+        path, method, truncated = path[:MAX_LOGGED_PATH], method[:MAX_LOGGED_METHOD], ',"truncated":true'
     access_lines.add(
         f'{{"time":"{timestamp(time.time())}","level":"info","logger":"churn.access","message":"request",'
         f'"request_id":"{request_id}","method":{json.dumps(method)},"path":{json.dumps(path)},'
-        f'"status":{status},"duration_ms":{duration * 1000:.3f},"customers":{customers}}}\n'
+        f'"status":{status},"duration_ms":{duration * 1000:.3f},"customers":{customers}{truncated}}}\n'
     )
 
 

@@ -3,6 +3,7 @@
 Serving does not import this module (it would import scikit-learn): see churn.scoring.
 """
 
+import math
 import pickle
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sklearn.model_selection import KFold, train_test_split
 
 from churn.data import TARGET
 from churn.schema import FEATURES
-from churn.scoring import unpickle_pair
+from churn.scoring import ModelLoadError, unpickle_pair
 
 FEATURE_NAMES = [f.name for f in FEATURES]
 RANDOM_STATE = 1
@@ -34,9 +35,13 @@ def fit(df, C: float = 1.0):
     return dv, model
 
 
+def encode(df, dv) -> np.ndarray:
+    """The cleaned frame as the model's columns."""
+    return dv.transform(df[FEATURE_NAMES].to_dict(orient="records"))
+
+
 def predict(df, dv, model) -> np.ndarray:
-    X = dv.transform(df[FEATURE_NAMES].to_dict(orient="records"))
-    return model.predict_proba(X)[:, 1]
+    return model.predict_proba(encode(df, dv))[:, 1]
 
 
 def split(df):
@@ -71,3 +76,37 @@ def load_model(path: Path):
     """
     unpickle_pair(path)
     return unpickle_pair(path, stand_ins=False)
+
+
+# The solver's sums run in an order set by the machine's BLAS kernel and thread count, so the same data and
+# code give coefficients that differ in the 14th digit from one machine to another (3e-14 seen). Fits closer
+# than this are the same model.
+FIT_RTOL, FIT_ATOL = 1e-9, 1e-12
+
+
+def same_fit(path: Path, dv, model) -> bool:
+    """Whether path already holds this fit: the same fitted state (vocabulary, parameters, classes, scikit-learn
+    version...) with its floats equal within FIT_RTOL and FIT_ATOL. A file that does not load is not the same."""
+    try:
+        stored = load_model(path)
+    except ModelLoadError:
+        return False
+    return all(_same_state(vars(old), vars(new)) for old, new in zip(stored, (dv, model), strict=True))
+
+
+def _same_state(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[key], b[key]) for key in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_same_state, a, b))
+    if isinstance(a, np.ndarray):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if np.issubdtype(a.dtype, np.floating):
+            return bool(np.allclose(a, b, rtol=FIT_RTOL, atol=FIT_ATOL))
+        return bool(np.array_equal(a, b))
+    if isinstance(a, float):
+        return math.isclose(a, b, rel_tol=FIT_RTOL, abs_tol=FIT_ATOL)
+    return bool(a == b)

@@ -2,7 +2,7 @@
 
 from pydantic import TypeAdapter
 
-from churn.schema import CUSTOMER, SAMPLE_CUSTOMER, Prediction
+from churn.schema import BLANK_TEXT, FEATURES, ID_COLUMN, MAX_DETAILS, SAMPLE_CUSTOMER, Feature, Prediction
 
 REF = "#/components/schemas/{model}"
 # The service's REQUEST_ID pattern (tests check they agree).
@@ -27,8 +27,93 @@ ERROR = {
                     "maximum": {"type": ["number", "null"]},
                 },
             },
+            "maxItems": MAX_DETAILS,
+        },
+        "errors": {"type": "integer", "description": "With invalid customers: how many errors in all"},
+        "invalid_customers": {"type": "integer", "description": "With invalid customers: how many had an error"},
+    },
+}
+ECMA_SPECIAL = set("\\^$.|?*+()[]{}/")
+
+
+def any_spelling(name: str) -> str:
+    """A pattern for every text that the training's clean_text (lower case, spaces to _) turns into name."""
+    parts = []
+    for ch in name:
+        if ch == "_":
+            parts.append("[ _]")
+        elif ch.lower() != ch.upper():
+            parts.append(f"[{ch.upper()}{ch.lower()}]")
+        else:
+            parts.append("\\" + ch if ch in ECMA_SPECIAL else ch)
+    return "".join(parts)
+
+
+def value_schema(feature: Feature) -> dict:
+    if feature.categorical:
+        spellings = "|".join(any_spelling(v) for v in feature.clean_values)
+        described = f"One of {', '.join(feature.clean_values)}; case does not matter, and a space stands for _"
+        choices = [{"enum": list(feature.clean_values)}, {"type": "string", "pattern": f"^({spellings})$"}]
+    else:
+        number = {"type": "integer" if feature.integer else "number"}
+        number |= {"minimum": feature.minimum, "maximum": feature.maximum}
+        described = f"A {feature.kind} from {feature.minimum:g} to {feature.maximum:g}, as a number or decimal text"
+        choices = [number, {"type": "string", "pattern": feature.text_pattern}]
+        if feature.blank_is_zero:
+            described += "; blank text counts as 0"
+            choices.append({"type": "string", "pattern": BLANK_TEXT})
+    return {"description": f"{feature.description}. {described}", "anyOf": choices}
+
+
+ID_SCHEMA = {"type": ["string", "integer"], "description": "Your id of the customer, echoed in its answer"}
+EXPLANATION = {
+    "type": "object",
+    "required": ["churn_probability", "churn", "base_log_odds", "contributions", "reasons"],
+    "properties": {
+        ID_COLUMN: ID_SCHEMA,
+        "churn_probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "churn": {"type": "boolean"},
+        "base_log_odds": {"type": "number", "description": "The intercept plus every term's mean over training"},
+        "contributions": {
+            "type": "object",
+            "description": "Each feature's push on the log-odds: + toward churn, - away; +0.7 multiplies the odds "
+            "by e^0.7, about 2",
+            "properties": {f.name: {"type": "number"} for f in FEATURES},
+            "required": [f.name for f in FEATURES],
+            "additionalProperties": False,
+        },
+        "reasons": {
+            "type": "array",
+            "maxItems": 3,
+            "description": "The features that push most toward churn, largest first",
+            "items": {
+                "type": "object",
+                "required": ["feature", "value", "contribution", "text"],
+                "properties": {
+                    "feature": {"type": "string", "enum": [f.name for f in FEATURES]},
+                    "value": {"type": ["string", "number"], "description": "The customer's value, model's spelling"},
+                    "contribution": {"type": "number", "exclusiveMinimum": 0},
+                    "text": {"type": "string", "description": "The reason in a sentence"},
+                },
+            },
         },
     },
+}
+CUSTOMER = {
+    "title": "Customer",
+    "type": "object",
+    "description": (
+        "The 19 features, all required. A field may be named as the model names it (monthlycharges) or in any "
+        "spelling the training's cleaning turns into that name: the dataset's (MonthlyCharges), any case. "
+        "Categories likewise: fiber_optic, Fiber optic, FIBER OPTIC. Numbers are JSON numbers or numeric text "
+        '("12", " 29.85 ", "1e3"); a whole number for an integer field (12.0 counts); no booleans, NaN or '
+        "infinities. Two spellings of one field must agree. Other fields (Churn, ...) are ignored; "
+        f"{ID_COLUMN}, when sent, is echoed in the answer."
+    ),
+    # Other spellings of a name are described above rather than as patternProperties: JSON Schema cannot say that
+    # two spellings of one field must agree, so a pattern would declare valid what the service refuses.
+    "properties": {**{f.name: value_schema(f) for f in FEATURES}, ID_COLUMN: ID_SCHEMA},
+    "required": [f.name for f in FEATURES],
 }
 
 MODEL_CARD = {
@@ -97,34 +182,66 @@ def _status(value: str) -> dict:
     return {"type": "object", "required": ["status"], "properties": {"status": {"const": value}}}
 
 
+# With CHURN_API_KEYS set, either header carries a key (churn.auth); Swagger UI's Authorize button offers both.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <one of CHURN_API_KEYS>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+OPEN_PATHS = {"/ping", "/health/live", "/health/ready", "/openapi.json"}
+
+
+def _customers_operation(summary: str, answer: str, description: str, batch: dict) -> dict:
+    """POST /predict and /explain take the same body and fail alike; they differ in what each customer gets."""
+    customer_ref, answer_ref = {"$ref": REF.format(model="Customer")}, {"$ref": REF.format(model=answer)}
+    return {
+        "tags": ["Prediction"],
+        "summary": summary,
+        "description": (
+            f"{description} Field names and category values may be sent in the model's spelling (`fiber_optic`, "
+            "`monthlycharges`), the dataset's (`Fiber optic`, `MonthlyCharges`), or any case; numbers as JSON "
+            "numbers or decimal text; other fields are ignored; `customerID` is echoed. See the Customer schema."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [customer_ref, {"items": customer_ref, **batch}]},
+                    "example": SAMPLE_CUSTOMER,
+                }
+            },
+        },
+        "responses": {
+            "200": _json(
+                {"oneOf": [answer_ref, {"type": "array", "items": answer_ref}]},
+                "One answer, or an array of them in the order of the customers sent",
+            ),
+            **{status: _error(text) for status, text in ERROR_STATUSES.items()},
+        },
+    }
+
+
 def openapi_document(settings) -> dict:
-    customer_ref = {"$ref": REF.format(model="Customer")}
-    prediction_ref = {"$ref": REF.format(model="Prediction")}
-    batch = {"type": "array", "items": customer_ref, "minItems": 1, "maxItems": settings.max_customers}
+    batch = {"type": "array", "minItems": 1, "maxItems": settings.max_customers}
+    explain = _customers_operation(
+        "Why each customer is at risk: the log-odds split into one contribution per feature",
+        "Explanation",
+        "Exact SHAP values of the logistic regression (interventional, the training split as background): "
+        "base_log_odds + the sum of contributions is the customer's log-odds, whose sigmoid is churn_probability.",
+        batch,
+    )
+    explain["responses"]["404"] = _error(
+        "The model file has no explanation statistics beside it: retrain with python train.py"
+    )
     paths = {
         "/predict": {
-            "post": {
-                "tags": ["Prediction"],
-                "summary": "Churn probability of one customer, or of an array of customers (answered in order)",
-                "description": (
-                    "Field names and category values may be sent in the model's spelling (`fiber_optic`, "
-                    "`monthlycharges`) or the dataset's (`Fiber optic`, `MonthlyCharges`); other fields are ignored."
-                ),
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"oneOf": [customer_ref, batch]}, "example": SAMPLE_CUSTOMER}
-                    },
-                },
-                "responses": {
-                    "200": _json(
-                        {"oneOf": [prediction_ref, {"type": "array", "items": prediction_ref}]},
-                        "One prediction, or an array of them in the order of the customers sent",
-                    ),
-                    **{status: _error(text) for status, text in ERROR_STATUSES.items()},
-                },
-            }
-        }
+            "post": _customers_operation(
+                "Churn probability of one customer, or of an array of customers (answered in order)",
+                "Prediction",
+                "",
+                batch,
+            )
+        },
+        "/explain": {"post": explain},
     }
     probes = {
         "/ping": ("Liveness check of the course", {"text/plain": {"schema": {"type": "string", "const": "PONG"}}}),
@@ -146,15 +263,21 @@ def openapi_document(settings) -> dict:
             }
         }
     paths["/health/ready"]["get"]["responses"]["503"] = _error("Not ready: the warm-up prediction failed")
-    for operation in (op for item in paths.values() for op in item.values()):
+    for path, item in paths.items():
+        operation = next(iter(item.values()))
         operation["parameters"] = [{"$ref": "#/components/parameters/RequestID"}]
         responses = operation["responses"]
+        if settings.api_keys:  # the probes and this document stay open: see churn.auth
+            if path in OPEN_PATHS:
+                operation["security"] = []
+            else:
+                responses["401"] = _error("No API key, or not a valid one (Authorization: Bearer, or X-API-Key)")
         responses.setdefault("404", _error("Unknown path"))
         responses.setdefault("405", _error("Method not allowed on this path"))
         responses.setdefault("500", _error("Internal error: the message quotes the request ID"))
         for response in responses.values():
             response["headers"] = {"X-Request-ID": {"$ref": "#/components/headers/RequestID"}}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "Churn prediction service",
@@ -164,12 +287,17 @@ def openapi_document(settings) -> dict:
         "paths": paths,
         "components": {
             "schemas": {
-                "Customer": _schema(CUSTOMER),
+                "Customer": CUSTOMER,
                 "Prediction": _schema(TypeAdapter(Prediction)),
+                "Explanation": EXPLANATION,
                 "Error": ERROR,
                 "ModelCard": MODEL_CARD,
             },
             "parameters": {"RequestID": REQUEST_ID_PARAMETER},
             "headers": {"RequestID": REQUEST_ID_HEADER},
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
+    if settings.api_keys:
+        document["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    return document

@@ -1,20 +1,43 @@
-"""The customer contract, defined once: it drives request validation, the OpenAPI document and the web form.
+"""The customer contract, defined once: it drives request validation, batch scoring, the OpenAPI document and the
+web form.
 
 Each feature is named as the dataset spells it; the model's spelling is derived with the training cleaning
-(data.clean_text), and a client may send either spelling of a name or of a category.
+(data.clean_text). A field name or a category is accepted exactly when clean_text maps it to one the model knows,
+and a number may be a JSON number or the text training's read_csv reads as one. Feature.clean is that rule for
+one value and clean_customer for a whole customer; EXACT_CUSTOMER is a fast acceptor for the two common
+spellings (the model's and the dataset's) that gives the same values, and leaves everything else to them.
 """
 
 import re
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AliasChoices, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from churn.data import clean_text
 
 YES_NO = ("Yes", "No")
 INTERNET_ADDON = ("Yes", "No", "No internet service")
+BLANK_TEXT = r"^ *$"
+
+
+def up_to(n: int) -> str:
+    """A pattern for the whole numbers 0 to n written without leading zeros."""
+    digits = str(n)
+    width = len(digits)
+    choices = [f"[0-9]{{1,{width - 1}}}"] if width > 1 else []
+    for i, digit in enumerate(map(int, digits)):
+        lowest = 1 if i == 0 and width > 1 else 0
+        if digit > lowest:
+            rest = width - i - 1
+            choices.append(digits[:i] + f"[{lowest}-{digit - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "(" + "|".join(choices + [digits]) + ")"
+
+
+class InvalidValue(ValueError):
+    """A value the model cannot take; the message says what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -41,13 +64,77 @@ class Feature:
     def constraints(self) -> dict:
         """What a client may send for this feature, as the error details and the model card state it."""
         if self.categorical:
-            return {"type": "string", "allowed": list(self.accepted_values)}
+            return {"type": "string", "allowed": list(self.clean_values)}  # case and spaces do not matter
         return {"type": "integer" if self.integer else "number", "minimum": self.minimum, "maximum": self.maximum}
 
     @property
     def accepted_values(self) -> tuple:
-        """Every spelling a client may send: the model's first, then the dataset's where it differs."""
+        """The model's spellings, then the dataset's where they differ: what the fast acceptor takes as it is."""
         return tuple(dict.fromkeys(self.clean_values + self.values))
+
+    @cached_property
+    def _canonical(self) -> dict:
+        return {spelling: clean_text(spelling) for spelling in self.accepted_values}
+
+    @property
+    def blank_is_zero(self) -> bool:
+        # The dataset keeps TotalCharges as text, blank in a customer's first month, which training reads as 0.
+        return self.name == "totalcharges"
+
+    def clean(self, value):
+        """The model's value for what a client sent, or InvalidValue: the one rule for a single value."""
+        if self.categorical:
+            canonical = self._canonical.get(value) if value.__class__ is str else None
+            if canonical is None and isinstance(value, str) and clean_text(value) in self.clean_values:
+                canonical = clean_text(value)
+            if canonical is None:
+                allowed = ", ".join(repr(v) for v in self.clean_values)
+                raise InvalidValue(f"Input should be one of {allowed} (case and spaces do not matter)")
+            return canonical
+        return self._number(value)
+
+    def _number(self, value):
+        if isinstance(value, str):
+            if self.blank_is_zero and not value.strip(" "):
+                return 0.0
+            if not self._text.fullmatch(value):
+                raise InvalidValue(f"{self.expected}, as a JSON number or as decimal text")
+            value = float(value)
+        elif value.__class__ not in (int, float):  # bool is an int subclass: true is no number here
+            raise InvalidValue(f"{self.expected}, as a JSON number or as decimal text")
+        if value != value or not self.minimum <= value <= self.maximum:  # NaN fails every comparison
+            raise InvalidValue(self.expected)
+        if self.integer:
+            if value.__class__ is float:
+                if not value.is_integer():
+                    raise InvalidValue("Input should be a whole number")
+                return int(value)
+            return value
+        return float(value)
+
+    @property
+    def expected(self) -> str:
+        return f"Input should be a {self.kind} from {self.minimum:g} to {self.maximum:g}"
+
+    @property
+    def kind(self) -> str:
+        return "whole number" if self.integer else "number"
+
+    @cached_property
+    def text_pattern(self) -> str:
+        """The numbers this field takes, written as text: decimal (as read_csv reads it: an optional +, surrounding
+        spaces, leading zeros), no exponent, and in range. The rule for text, and the OpenAPI document's pattern."""
+        assert self.minimum == 0 and float(self.maximum).is_integer(), "patterns are built for ranges 0..N"
+        top = int(self.maximum)
+        if self.integer:
+            number = f"0*{up_to(top)}(\\.0*)?"
+        else:
+            number = f"0*{up_to(top - 1)}(\\.[0-9]*)?|0*{top}(\\.0*)?|\\.[0-9]+"
+        return f"^ *\\+?({number}) *$"
+
+    @cached_property
+    def _text(self) -> re.Pattern:
+        return re.compile(self.text_pattern)
 
 
 FEATURES = (
@@ -102,55 +189,146 @@ SAMPLE_CUSTOMER = {
 }
 
 
-# The dataset keeps TotalCharges as text, blank for a customer in their first month, which training reads as 0.
-NUMBER_TEXT = r"^ *([0-9]{1,8}(\.[0-9]+)?)? *$"
+ID_COLUMN = "customerID"  # echoed in each answer when a customer has it, under any spelling of the name
+ID_NAME = clean_text(ID_COLUMN)
+_FEATURE_OF = {spelling: f for f in FEATURES for spelling in (f.name, f.column)}
+_FEATURE_OF_CLEAN = {f.name: f for f in FEATURES}
+MAX_DETAILS = 100  # error details in one answer; the counts beside them say how many there were in all
 
 
-def number_from_text(value):
-    """TotalCharges as the dataset writes it ("29.85", " ") -> the number training reads; anything else unchanged."""
-    if isinstance(value, str) and re.fullmatch(NUMBER_TEXT, value):
-        return float(value) if value.strip() else 0.0
-    return value
+def feature_for(key: str) -> Feature | None:
+    """The feature a field name means, in any spelling clean_text maps to the model's."""
+    return _FEATURE_OF.get(key) or _FEATURE_OF_CLEAN.get(clean_text(key))
 
 
-def whole_number(value):
-    """12.0 is an integer to JSON Schema (and json.dumps writes a float column so); strict int refuses it."""
+def error_detail(field: str | None, message: str, feature: Feature | None = None) -> dict:
+    detail = {"field": field, "message": message}
+    if feature:
+        detail.update(feature.constraints())
+    return detail
+
+
+@dataclass
+class Problems:
+    """What was wrong with a request's customers: every error counted, the first MAX_DETAILS described."""
+
+    errors: int = 0
+    customers: int = 0
+    details: list = field(default_factory=list)
+
+    def add(self, detail: dict) -> None:
+        self.errors += 1
+        if len(self.details) < MAX_DETAILS:
+            self.details.append(detail)
+
+
+def clean_customer(obj, problems: Problems, index: int | None = None) -> dict | None:
+    """A customer as the model reads it (keyed by the model's names, the id under ID_COLUMN), or None with its
+    errors added to problems. Other fields are ignored; two spellings of one field must agree."""
+    errors_before = problems.errors
+    if not isinstance(obj, dict):
+        problems.add(_at(index, error_detail(None, "A customer must be a JSON object")))
+    else:
+        customer, sent_as = {}, {}
+        for key, value in obj.items():
+            feature = feature_for(key)
+            name = feature.name if feature else ID_COLUMN if clean_text(key) == ID_NAME else None
+            if name is None:
+                continue
+            try:
+                if feature is None and value.__class__ not in (str, int):
+                    raise InvalidValue("The customer's id should be a string or a whole number")
+                clean = feature.clean(value) if feature else value
+            except InvalidValue as e:
+                problems.add(_at(index, error_detail(key, str(e), feature)))
+                sent_as.setdefault(name, key)
+                continue
+            if name in sent_as and customer.get(name, clean) != clean:
+                message = f"{sent_as[name]!r} and {key!r} are the same field with different values"
+                problems.add(_at(index, error_detail(key, message, feature)))
+            sent_as.setdefault(name, key)
+            customer.setdefault(name, clean)
+        missing = len(FEATURES) - len(sent_as) + (ID_COLUMN in sent_as)
+        if missing and len(problems.details) >= MAX_DETAILS:
+            problems.errors += missing  # counted, not described: a flood of {} costs little
+        elif missing:
+            for feature in FEATURES:
+                if feature.name not in sent_as:
+                    problems.add(_at(index, error_detail(feature.name, "Field required", feature)))
+    if problems.errors > errors_before:
+        problems.customers += 1
+        return None
+    return customer
+
+
+def _at(index: int | None, detail: dict) -> dict:
+    return detail if index is None else {"index": index, **detail}
+
+
+# ---- The fast acceptors: one for the model's spelling and one for the dataset's, each taking that spelling exactly,
+# JSON numbers (and TotalCharges as the dataset's text), nothing else. A single alias per field keeps pydantic's key
+# look-ups cheap; extra="forbid" leaves other keys, and so a second spelling of a field, to clean_customer.
+
+
+def _exact_field(feature: Feature, name: str):
+    described = Field(validation_alias=name, description=feature.description)
+    if feature.categorical:
+        return Annotated[Literal[feature.accepted_values], described]
+    bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True)
+    if feature.integer:  # 12.0 is an integer to JSON Schema (and json.dumps writes a float column so)
+        return Annotated[int, described, bounds, BeforeValidator(_whole_number)]
+    if feature.blank_is_zero:
+        as_text = BeforeValidator(_text_as_number(feature))
+        return Annotated[float, described, bounds, Field(allow_inf_nan=False), as_text]
+    return Annotated[float, described, bounds, Field(allow_inf_nan=False)]
+
+
+def _whole_number(value):
     return int(value) if value.__class__ is float and value.is_integer() else value
 
 
-def _field_type(feature: Feature):
-    field = Field(
-        validation_alias=AliasChoices(feature.name, feature.column),
-        description=feature.description,
-    )
-    if feature.categorical:
-        return Annotated[Literal[feature.accepted_values], field]
-    # Strict: a number must be a JSON number (no "12", no true), as the OpenAPI document says.
-    if feature.integer:  # int validation refuses NaN and infinities itself
-        integer_bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True)
-        return Annotated[int, field, integer_bounds, BeforeValidator(whole_number)]
-    bounds = Field(ge=feature.minimum, le=feature.maximum, strict=True, allow_inf_nan=False)
-    if feature.name == "totalcharges":
-        as_text = Annotated[str, Field(pattern=NUMBER_TEXT)]
-        number = Annotated[float, Field(ge=feature.minimum, le=feature.maximum)]
-        return Annotated[
-            float, field, bounds, BeforeValidator(number_from_text, json_schema_input_type=number | as_text)
-        ]
-    return Annotated[float, field, bounds]
+def _text_as_number(feature: Feature):
+    @lru_cache(maxsize=1 << 16)  # a column's texts repeat; an unseen one costs one Feature.clean
+    def read_text(text: str):
+        try:
+            return feature.clean(text)
+        except InvalidValue:
+            return text  # refused by the strict float, and worded by clean_customer
+
+    return lambda value: read_text(value) if value.__class__ is str else value
 
 
-# Extra keys (customerID, Churn, ...) are ignored so that a whole dataset row can be sent as it is.
-Customer = TypedDict("Customer", {f.name: _field_type(f) for f in FEATURES})
-Customer.__pydantic_config__ = ConfigDict(extra="ignore", title="Customer")
+def _exact_customer(spelling: str) -> type:
+    names = {f.name: (f.column if spelling == "dataset" else f.name) for f in FEATURES}
+    fields = {f.name: _exact_field(f, names[f.name]) for f in FEATURES}
+    fields[ID_COLUMN] = NotRequired[Annotated[str, Field(strict=True)] | Annotated[int, Field(strict=True)]]
+    fields["Churn"] = NotRequired[Annotated[Any, Field(validation_alias="Churn" if spelling == "dataset" else "churn")]]
+    customer = TypedDict(f"{spelling.title()}SpelledCustomer", fields)
+    customer.__pydantic_config__ = ConfigDict(extra="forbid")
+    return customer
+
+
+EXACT_CUSTOMERS = {spelling: _exact_customer(spelling) for spelling in ("model", "dataset")}
+DATASET_MARK = f'"{FEATURES_BY_NAME["seniorcitizen"].column}"'.encode()  # a name only the dataset's spelling has
+
+
+def exact_spelling(body: bytes) -> str:
+    """The spelling a JSON body seems to use, from its first customer: which fast acceptor to try."""
+    return "dataset" if DATASET_MARK in body[:4096] else "model"
+
+
+def exact_acceptors(max_customers: int) -> dict[tuple[str, bool], TypeAdapter]:
+    """(spelling, many) -> the fast acceptor of one customer, or of a batch of them."""
+    # fail_fast: the first customer it cannot take ends the fast attempt; clean_customer words every error.
+    batch = Field(min_length=1, max_length=max_customers, fail_fast=True)
+    acceptors = {}
+    for spelling, customer in EXACT_CUSTOMERS.items():
+        acceptors[spelling, False] = TypeAdapter(customer)
+        acceptors[spelling, True] = TypeAdapter(Annotated[list[customer], batch])
+    return acceptors
 
 
 class Prediction(TypedDict):
+    customerID: NotRequired[Annotated[str | int, Field(description="The customer's id, when it was sent")]]
     churn_probability: Annotated[float, Field(ge=0, le=1, description="Probability that the customer churns")]
     churn: Annotated[bool, Field(description="churn_probability >= the service's threshold")]
-
-
-def batch_adapter(max_customers: int) -> TypeAdapter:
-    return TypeAdapter(Annotated[list[Customer], Field(min_length=1, max_length=max_customers)])
-
-
-CUSTOMER = TypeAdapter(Customer)

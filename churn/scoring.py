@@ -1,8 +1,7 @@
 """Safe loading and fast scoring of the pickled (dv, model) pair at serving time.
 
-Nothing here imports scikit-learn or pandas: the pickle is read into stand-in objects that keep the
-estimators' fitted state, which is all a folded logistic regression needs. That keeps the service's start
-and memory below the classic service's; scikit-learn itself is loaded only for a model that cannot be folded.
+Nothing here imports scikit-learn or pandas, and the service's image does not install them: the pickle is read
+into stand-in objects that keep the estimators' fitted state, which is all a folded logistic regression needs.
 """
 
 import io
@@ -10,7 +9,7 @@ import json
 import math
 import pickle
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from operator import itemgetter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from churn.data import clean_text, file_sha256
 from churn.schema import FEATURES
 
+EXPLANATION_KEY = "explanation"  # the metrics file's entry for churn.explain's statistics
 ESTIMATORS = {
     ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
     ("sklearn.linear_model._logistic", "LogisticRegression"),
@@ -33,8 +33,31 @@ ALLOWED_GLOBALS = ESTIMATORS | {
 }
 
 
+# Where scikit-learn is not installed (the service's image), models must come from the version the lock pins.
+LOCK_FILE = Path(__file__).resolve().parent.parent / "Pipfile.lock"
+
+
 class ModelLoadError(Exception):
     """The model file cannot be served; the message names the file and what to do."""
+
+
+def required_sklearn_version(lock_file: Path | None = None) -> str:
+    """The scikit-learn a model must be pickled with: the installed one, else the one lock_file pins for training.
+
+    The stand-ins read the estimators' state as that version lays it out, so another version is refused.
+    """
+    try:
+        return version("scikit-learn")
+    except PackageNotFoundError:
+        pass
+    lock_file = lock_file or LOCK_FILE
+    try:
+        pinned = json.loads(Path(lock_file).read_text())["develop"]["scikit-learn"]["version"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(
+            f"scikit-learn is not installed and {lock_file} does not say which version trains the models ({e!r})"
+        ) from None
+    return pinned.removeprefix("==")
 
 
 class PickledEstimator:
@@ -63,8 +86,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def unpickle_pair(path: Path, stand_ins: bool = True) -> tuple:
     """Read (dv, model) from path, admitting only ALLOWED_GLOBALS, so no code the file carries runs.
 
-    With stand_ins, the estimators come back as PickledEstimator objects and are checked against the
-    installed scikit-learn version; without, as real scikit-learn objects.
+    With stand_ins, the estimators come back as PickledEstimator objects and are checked against
+    required_sklearn_version(); without, as real scikit-learn objects.
     """
     path = Path(path)
     try:
@@ -83,13 +106,13 @@ def unpickle_pair(path: Path, stand_ins: bool = True) -> tuple:
     if names != ("DictVectorizer", "LogisticRegression"):
         raise ModelLoadError(f"model file {path} does not hold a (DictVectorizer, LogisticRegression) pair")
     if stand_ins:
-        installed = version("scikit-learn")
+        required = required_sklearn_version()
         for part in pair:
             pickled = part.__dict__.get("_sklearn_version", "unknown")
-            if pickled != installed:
+            if pickled != required:
                 raise ModelLoadError(
-                    f"model file {path} was pickled with scikit-learn {pickled}, this is scikit-learn {installed}: "
-                    "retrain it with `python train.py` (make train)"
+                    f"model file {path} was pickled with scikit-learn {pickled}, and this installation takes models "
+                    f"from scikit-learn {required}: retrain it with `python train.py` (make train)"
                 )
     return pair
 
@@ -116,15 +139,19 @@ def sigmoid(z: float) -> float:
     return 0.0 if z < -709 else 1.0 / (1.0 + math.exp(-z))
 
 
-def foldable(dv, model) -> bool:
-    """A binary logistic regression over dv's features: its probability is a sigmoid of a weighted sum."""
-    coef = getattr(model, "coef_", None)
-    return (
-        type(model).__name__ == "LogisticRegression"
-        and len(getattr(model, "classes_", ())) == 2
-        and coef is not None
-        and coef.shape == (1, len(dv.feature_names_))
-    )
+def check_foldable(dv, model) -> None:
+    """A fitted binary logistic regression over dv's features: its probability is a sigmoid of a weighted sum.
+
+    Anything else that unpickles as the pair (more than two classes, unfitted, fitted on other columns) cannot
+    answer a churn probability, so it is refused here rather than failing or answering nonsense per request.
+    """
+    classes, coef = getattr(model, "classes_", ()), getattr(model, "coef_", None)
+    if len(classes) != 2 or coef is None or coef.shape != (1, len(dv.feature_names_)):
+        shape = getattr(coef, "shape", None)
+        raise ModelLoadError(
+            f"the model is not a fitted binary LogisticRegression over the DictVectorizer's {len(dv.feature_names_)} "
+            f"features (classes {list(classes)}, coefficients of shape {shape}): retrain it with `python train.py`"
+        )
 
 
 class LinearScorer:
@@ -153,33 +180,37 @@ class LinearScorer:
 
     def score_many(self, customers: list[dict]) -> list[float]:
         n = len(customers)
-        z = np.full(n, self.intercept)
+        columns = {field: (None, list(map(itemgetter(field), customers))) for field, _ in self.categorical}
+        columns |= {field: np.fromiter(map(itemgetter(field), customers), float, n) for field, _ in self.numeric}
+        return self.score_columns(columns).tolist()
+
+    def score_columns(self, columns: dict) -> np.ndarray:
+        """The probabilities of n customers given feature by feature, as churn.batch reads them.
+
+        columns[name] is an array of n numbers for a number; for a category, a pair (codes, spellings) meaning
+        customer i has spellings[codes[i]], in any accepted spelling (Arrow's dictionary encoding: each distinct
+        spelling is looked up once), or (None, spellings) with one spelling per customer.
+        """
+        z = np.full(len(columns[self.numeric[0][0]]), self.intercept)
         for field, weights in self.categorical:
-            z += np.fromiter(map(weights.__getitem__, map(itemgetter(field), customers)), float, n)
+            codes, spellings = columns[field]
+            category_weights = np.fromiter(map(weights.__getitem__, spellings), float, len(spellings))
+            z += category_weights if codes is None else category_weights[codes]
         for field, weight in self.numeric:
-            z += weight * np.fromiter(map(itemgetter(field), customers), float, n)
+            z += weight * columns[field]
         with np.errstate(over="ignore"):  # exp overflows to inf where the probability is 0, as in expit
-            return (1.0 / (1.0 + np.exp(-z))).tolist()
+            return 1.0 / (1.0 + np.exp(-z))
 
 
-class SklearnScorer:
-    """Any other fitted pair (real scikit-learn objects): the model's spelling restored, then scikit-learn itself."""
-
-    def __init__(self, dv, model):
-        self.dv, self.model = dv, model
-        self.canonical = canonical_values()
-
-    def score_many(self, customers: list[dict]) -> list[float]:
-        rows = [{k: self.canonical[k][v] if k in self.canonical else v for k, v in c.items()} for c in customers]
-        return self.model.predict_proba(self.dv.transform(rows))[:, 1].tolist()
-
-    def score_one(self, customer: dict) -> float:
-        return self.score_many([customer])[0]
-
-
-def make_scorer(dv, model) -> LinearScorer | SklearnScorer:
+def make_scorer(dv, model) -> LinearScorer:
     check_vocabulary(dv)
-    return LinearScorer(dv, model) if foldable(dv, model) else SklearnScorer(dv, model)
+    check_foldable(dv, model)
+    return LinearScorer(dv, model)
+
+
+def metrics_path(model_path: Path) -> Path:
+    """Where train.py writes a model's metrics and explanation statistics: beside it, as <model file>.json."""
+    return model_path.with_name(model_path.name + ".json")
 
 
 @dataclass(frozen=True)
@@ -189,8 +220,9 @@ class ServedModel:
     path: Path
     sha256: str
     sklearn_version: str  # the version that pickled it (loading refuses any other)
-    scorer: LinearScorer | SklearnScorer
+    scorer: LinearScorer
     training: dict | None  # the metrics train.py wrote beside the model, when present
+    explanation: dict | None  # the statistics churn.explain needs (train.py writes them with the metrics)
 
 
 def load_served_model(path: Path) -> ServedModel:
@@ -198,14 +230,13 @@ def load_served_model(path: Path) -> ServedModel:
     dv, model = unpickle_pair(path)
     sklearn_version = model._sklearn_version
     try:
-        if not foldable(dv, model):
-            dv, model = unpickle_pair(path, stand_ins=False)
         scorer = make_scorer(dv, model)
     except ModelLoadError as e:
         raise ModelLoadError(f"model file {path}: {e}") from None
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
         # An unfitted or damaged pair lacks the attributes, or the shapes, a fitted one has.
         raise ModelLoadError(f"model file {path} does not hold a fitted pair ({e!r})") from None
-    metrics_path = path.with_name(path.name + ".json")
-    training = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training)
+    metrics_file = metrics_path(path)
+    training = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    explanation = training.pop(EXPLANATION_KEY, None) if training else None
+    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training, explanation)

@@ -1,34 +1,27 @@
 """The Flask service: create_app(model, settings) wires routes, JSON errors, metrics and request logging."""
 
-import io
 import os
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 from flask_swagger_ui import get_swaggerui_blueprint
-from pydantic import ValidationError
+from pydantic_core import to_json
 from werkzeug.exceptions import HTTPException
 
 from churn import logs, metrics
-from churn.data import clean_text
+from churn.auth import ApiKeyAuth, load_api_keys
+from churn.endpoint import Answer, CustomerEndpoint, error_body
+from churn.explain import ExplanationUnavailable, global_explanation, make_explainer
 from churn.openapi import openapi_document
-from churn.schema import (
-    CUSTOMER,
-    FEATURES,
-    FEATURES_BY_NAME,
-    MAX_BATCH_DEFAULT,
-    SAMPLE_CUSTOMER,
-    batch_adapter,
-)
+from churn.schema import FEATURES, ID_COLUMN, MAX_BATCH_DEFAULT, SAMPLE_CUSTOMER
 from churn.scoring import ServedModel
 from churn.web import web
 
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-JSON_WHITESPACE = b" \t\r\n"
 
 
 @dataclass(frozen=True)
@@ -36,6 +29,7 @@ class Settings:
     threshold: float = 0.5
     max_customers: int = MAX_BATCH_DEFAULT
     max_body_bytes: int = 16 * 1024 * 1024
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)  # a key must never reach a log line
 
     def __post_init__(self):
         # A misconfigured service should refuse to start, not answer every request wrongly.
@@ -50,50 +44,16 @@ class Settings:
             threshold=float(environ.get("CHURN_THRESHOLD", cls.threshold)),
             max_customers=int(environ.get("CHURN_MAX_CUSTOMERS", cls.max_customers)),
             max_body_bytes=int(environ.get("CHURN_MAX_BODY_BYTES", cls.max_body_bytes)),
+            api_keys=load_api_keys(environ),
         )
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str, detail: list | None = None):
-        super().__init__(message)
-        self.status, self.message, self.detail = status, message, detail or []
+def error_response(status: int, message: str, headers=None) -> Response:
+    return Response(error_body(message), status, headers, mimetype="application/json")
 
 
-def error_response(status: int, message: str, detail: list | None = None, headers=None) -> Response:
-    response = jsonify(error=message, detail=detail or [])
-    response.status_code = status
-    if headers:
-        response.headers.extend(headers)
-    return response
-
-
-def describe_error(error: dict, batch: bool) -> dict:
-    """One pydantic error as the API reports it: the batch index, the field as sent, and what is allowed."""
-    loc = error["loc"]
-    detail = {}
-    if batch and loc and isinstance(loc[0], int):
-        detail["index"], loc = loc[0], loc[1:]
-    field = str(loc[0]) if loc else None
-    detail["field"] = field
-    detail["message"] = error["msg"]
-    feature = FEATURES_BY_NAME.get(clean_text(field)) if field else None
-    if feature:
-        detail.update(feature.constraints())
-    return detail
-
-
-def validation_error(e: ValidationError, batch: bool, max_customers: int) -> APIError:
-    errors = e.errors(include_url=False, include_input=False, include_context=False)
-    for error in errors:
-        if error["type"] == "json_invalid":
-            return APIError(400, f"The body is not valid JSON: {error['msg'].removeprefix('Invalid JSON: ')}")
-        if error["type"] == "too_long" and not error["loc"]:
-            return APIError(413, f"Too many customers in one request: at most {max_customers}")
-    if len(errors) == 1 and not errors[0]["loc"]:
-        return APIError(422, "The body must be a customer object or a non-empty array of customer objects")
-    details = [describe_error(error, batch) for error in errors]
-    fields = sorted({d["field"] for d in details if d["field"]})
-    return APIError(422, f"Invalid customer data in {', '.join(fields) or 'the body'}; see detail", details)
+def answer_response(answer: Answer) -> Response:
+    return Response(answer.body, answer.status_line, answer.headers)
 
 
 def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
@@ -103,52 +63,53 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     scorer = model.scorer
     threshold = settings.threshold
-    batch = batch_adapter(settings.max_customers)
-    validate_one = CUSTOMER.validate_json
-    validate_many = batch.validate_json
+
+    def prediction(customer: dict, probability: float) -> dict:
+        # The id, when sent, leads so that a batch answer can be matched to its customers.
+        answer = {ID_COLUMN: customer[ID_COLUMN]} if ID_COLUMN in customer else {}
+        answer["churn_probability"] = probability
+        answer["churn"] = probability >= threshold
+        return answer
+
+    def probabilities(customers: list[dict]) -> list[float]:
+        return [scorer.score_one(customers[0])] if len(customers) == 1 else scorer.score_many(customers)
+
+    # pydantic-core's to_json writes each float's shortest exact text, as repr does, and a batch in one call.
+    def predictions(customers: list[dict], many: bool) -> tuple[bytes, list[float]]:
+        scored = probabilities(customers)
+        answers = list(map(prediction, customers, scored))
+        return to_json(answers if many else answers[0]), scored
+
+    def explanations(customers: list[dict], many: bool) -> tuple[bytes, list[float]]:
+        scored = probabilities(customers)
+        # Each answer is the prediction's members, then the explanation's, written in one pass.
+        leading = [to_json(prediction(c, p))[1:-1].decode() for c, p in zip(customers, scored, strict=True)]
+        answers = explainer.explain_json(customers, leading)
+        if many:  # the brackets on the first and last answers: the large answer is copied once, not thrice
+            answers[0] = "[" + answers[0]
+            answers[-1] = answers[-1] + "]"
+        return ",".join(answers).encode(), scored
 
     # Warm-up: the sample customer goes through the same path a request takes, once, before any request.
-    probability = scorer.score_one(CUSTOMER.validate_python(SAMPLE_CUSTOMER))
-    ready = 0.0 <= probability <= 1.0
-
-    # Both return the JSON answer and the number of customers scored; repr() keeps every bit of a float.
-    def score_one(body: bytes) -> tuple[bytes, int]:
-        probability = scorer.score_one(validate_one(body))
-        metrics.PROBABILITY.observe(probability)
-        churn = "true" if probability >= threshold else "false"
-        return f'{{"churn_probability":{probability!r},"churn":{churn}}}'.encode(), 1
-
-    def score_many(body: bytes) -> tuple[bytes, int]:
-        probabilities = scorer.score_many(validate_many(body))
-        metrics.observe_probabilities(probabilities)
-        answers = ",".join(
-            f'{{"churn_probability":{p!r},"churn":{"true" if p >= threshold else "false"}}}' for p in probabilities
-        )
-        return f"[{answers}]".encode(), len(probabilities)
+    ready = 0.0 <= predictions([SAMPLE_CUSTOMER], False)[1][0] <= 1.0
+    not_ready = None if ready else (503, "The model is not ready: the warm-up prediction failed")
+    limits = settings.max_customers, settings.max_body_bytes
+    predict_endpoint = CustomerEndpoint(predictions, *limits, not_ready)
+    try:
+        explainer = make_explainer(model)
+        explainer.explain_json([SAMPLE_CUSTOMER])
+        no_explainer = not_ready
+    except ExplanationUnavailable as e:  # /predict still serves; /explain says what to do
+        no_explainer = not_ready or (404, str(e))
+    explain_endpoint = CustomerEndpoint(explanations, *limits, no_explainer)
 
     @app.post("/predict")
     def predict():
-        if not ready:
-            raise APIError(503, "The model is not ready: the warm-up prediction failed")
-        if not request.is_json:
-            raise APIError(415, "Send the customer as JSON with the header Content-Type: application/json")
-        try:
-            body = request.get_data(cache=False)
-        except HTTPException:
-            raise
-        except Exception as e:  # the server's own parser fails on a malformed chunked body as it is read
-            raise APIError(400, f"The body could not be read: {e}") from None
-        # werkzeug cuts a body sent without Content-Length at the limit, silently: one byte more means too large.
-        if len(body) == settings.max_body_bytes and request.environ["wsgi.input"].read(1):
-            raise APIError(413, f"The body is larger than {settings.max_body_bytes} bytes")
-        is_batch = body.lstrip(JSON_WHITESPACE)[:1] == b"["
-        try:
-            answer, customers = score_many(body) if is_batch else score_one(body)
-        except ValidationError as e:
-            raise validation_error(e, is_batch, settings.max_customers) from None
-        metrics.PREDICTIONS.inc(customers)
-        request.environ["churn.customers"] = customers
-        return Response(answer, mimetype="application/json")
+        return answer_response(predict_endpoint(request.environ))
+
+    @app.post("/explain")
+    def explain():
+        return answer_response(explain_endpoint(request.environ))
 
     @app.get("/ping")
     def ping():
@@ -172,6 +133,7 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
         "threshold": threshold,
         "features": {f.name: {"description": f.description, **f.constraints()} for f in FEATURES},
         "training": model.training,
+        "explanation": global_explanation(scorer),
     }
 
     @app.get("/model")
@@ -195,10 +157,6 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     config = {"app_name": "Churn service", "validatorUrl": None}
     app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config=config))
 
-    @app.errorhandler(APIError)
-    def api_error(e: APIError):
-        return error_response(e.status, e.message, e.detail)
-
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         message = {
@@ -214,45 +172,39 @@ def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
         app.logger.exception("unhandled error")
         return error_response(500, f"Internal error; quote request ID {logs.request_id.get()}")
 
-    fast_path = FastPredict(app.wsgi_app, score_one, score_many, settings.max_body_bytes) if ready else app.wsgi_app
-    app.wsgi_app = RequestObserver(fast_path, app.url_map)
+    fast_path = FastPaths(app, {"/predict": predict_endpoint, "/explain": explain_endpoint})
+    # The observer stays outermost, so that a 401 is logged and counted like any answer.
+    guarded = ApiKeyAuth(fast_path, settings.api_keys, app.url_map) if settings.api_keys else fast_path
+    app.wsgi_app = RequestObserver(guarded, app.url_map)
+    # By name, for tests and benchmarks: the fast dispatcher, and the service without its request observation.
+    app.extensions["churn.fast_paths"] = fast_path
+    app.extensions["churn.unobserved"] = guarded
     return app
 
 
-class FastPredict:
-    """WSGI middleware answering a valid POST /predict without Flask's request machinery.
-
-    Flask's per-request work (context, routing, proxies) costs more than validating and scoring a customer.
-    A JSON body of known length is scored here with the view's own functions; anything else, and any request
-    that fails, goes to Flask, whose /predict view answers it (errors included) exactly as it would anyway.
+class FastPaths:
+    """WSGI dispatcher: a POST to an endpoint it knows goes straight to that endpoint, without Flask's request
+    machinery (context, routing, proxies), which costs more than scoring a customer. The endpoint does all the
+    work either way (its Flask view calls it too), so both paths answer alike. Flask request hooks would be
+    skipped here: while any is registered, every request goes through Flask.
     """
 
-    def __init__(self, flask_wsgi_app, score_one, score_many, max_body_bytes: int):
-        self.flask_wsgi_app = flask_wsgi_app
-        self.score_one, self.score_many = score_one, score_many
-        self.max_body_bytes = max_body_bytes
+    def __init__(self, app: Flask, endpoints: dict[str, CustomerEndpoint]):
+        self.app, self.flask_wsgi_app = app, app.wsgi_app
+        self.endpoints = endpoints
+
+    def hooks(self) -> bool:
+        app = self.app
+        request_hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        return any(any(funcs.values()) for funcs in request_hooks) or any(app.url_value_preprocessors.values())
 
     def __call__(self, environ, start_response):
-        length = environ.get("CONTENT_LENGTH", "")
-        if (
-            environ.get("PATH_INFO") != "/predict"
-            or environ.get("REQUEST_METHOD") != "POST"
-            or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json"
-            or not length.isdigit()
-            or int(length) > self.max_body_bytes
-        ):
+        endpoint = self.endpoints.get(environ.get("PATH_INFO"))
+        if endpoint is None or environ.get("REQUEST_METHOD") != "POST" or self.hooks():
             return self.flask_wsgi_app(environ, start_response)
-        body = environ["wsgi.input"].read(int(length))
-        try:
-            score = self.score_many if body.lstrip(JSON_WHITESPACE)[:1] == b"[" else self.score_one
-            answer, customers = score(body)
-        except Exception:
-            environ["wsgi.input"] = io.BytesIO(body)  # for the view, which reads it again and words the error
-            return self.flask_wsgi_app(environ, start_response)
-        metrics.PREDICTIONS.inc(customers)
-        environ["churn.customers"] = customers
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
-        return [answer]
+        answer = endpoint(environ)
+        start_response(answer.status_line, answer.headers)
+        return [answer.body]
 
 
 class RequestObserver:

@@ -1,4 +1,4 @@
-"""The web page: GET / serves a form generated from the schema and a CSV upload; both call POST /predict."""
+"""The web page: GET / serves a form generated from the schema and a CSV upload; both call POST /explain."""
 
 from flask import Blueprint, render_template, url_for
 
@@ -24,6 +24,6 @@ def index():
         features=FEATURES,
         sample=SAMPLE_CUSTOMER,
         schema=PAGE_SCHEMA,
-        predict_url=url_for("predict"),
+        explain_url=url_for("explain"),
     )
     return html, {"Content-Security-Policy": CONTENT_SECURITY_POLICY}

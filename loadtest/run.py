@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from churn.schema import SAMPLE_CUSTOMER
-from tests.servers import free_port, gunicorn_command, running_server
+from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 
 BODY = json.dumps(SAMPLE_CUSTOMER).encode()
 CONNECT_TIMEOUT = 5
@@ -32,14 +32,6 @@ READ_TIMEOUT = 15
 
 
 # ---- gunicorn's processes, read from /proc
-
-
-def worker_pids(master_pid: int) -> set[int]:
-    """The master's children: its workers."""
-    children = set()
-    for task in Path(f"/proc/{master_pid}/task").iterdir():
-        children.update(int(pid) for pid in (task / "children").read_text().split())
-    return children
 
 
 def rss_kib(pid: int) -> int | None:
@@ -51,15 +43,6 @@ def rss_kib(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
-
-
-def wait_for(condition, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 # ---- The load
@@ -233,9 +216,13 @@ def sigkill(duration: float, concurrency: int, kill_at: float, log: Path) -> dic
     }
 
 
-def sigterm(concurrency: int, signal_at: float, log: Path, graceful_timeout: float = 8) -> dict:
-    """SIGTERM to the master under load: what was accepted completes, then connections are refused."""
-    with gunicorn(log, GUNICORN_GRACEFUL_TIMEOUT=graceful_timeout) as (port, process):
+def sigterm(concurrency: int, signal_at: float, log: Path, graceful_timeout: float = 8, threads: int = 1) -> dict:
+    """SIGTERM to the master under load: what was accepted completes, then connections are refused.
+
+    threads > 1 runs gunicorn's gthread workers (GUNICORN_CMD_ARGS="--threads N"), which stop differently.
+    """
+    env = {"GUNICORN_CMD_ARGS": f"--threads {threads}"} if threads > 1 else {}
+    with gunicorn(log, GUNICORN_GRACEFUL_TIMEOUT=graceful_timeout, **env) as (port, process):
         load = Load(port, concurrency, signal_at + graceful_timeout + 3).start()
         time.sleep(signal_at)
         signalled = load.elapsed()
@@ -258,6 +245,7 @@ def sigterm(concurrency: int, signal_at: float, log: Path, graceful_timeout: flo
         "exit_code": exit_code,
         "exit_after_s": round(exit_after, 2),
         "graceful_timeout_s": graceful_timeout,
+        "threads": threads,
         "ok_after_signal": sum(1 for t, o in relative if o.kind == "ok" and o.end - load.started > signalled),
         "refused_before_signal": sum(t < signalled for t in refused_at),
         "first_refused_after_signal_s": round(min(refused_at) - signalled, 2) if refused_at else None,
@@ -308,7 +296,7 @@ def recycle(duration: float, concurrency: int, max_requests: int, log: Path) -> 
     }
 
 
-SCENARIOS = ["soak", "sigkill", "sigterm", "sighup", "recycle"]
+SCENARIOS = ["soak", "sigkill", "sigterm", "sigterm-gthread", "sighup", "recycle"]
 
 
 def main(argv=None) -> int:
@@ -324,6 +312,7 @@ def main(argv=None) -> int:
         "soak": lambda: soak(d, c, window=min(10, d / 3), warmup=2, log=logs / "soak.log"),
         "sigkill": lambda: sigkill(d, c, kill_at=d / 2, log=logs / "sigkill.log"),
         "sigterm": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm.log"),
+        "sigterm-gthread": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm-gthread.log", threads=4),
         "sighup": lambda: sighup(d, c, signal_at=d / 2, log=logs / "sighup.log"),
         "recycle": lambda: recycle(d, c, max_requests=1000, log=logs / "recycle.log"),
     }

@@ -3,11 +3,13 @@
     CONTAINER_ENGINE=docker .venv/bin/python scripts/container_test.py
 
 The engine is $CONTAINER_ENGINE (default docker): anything with docker's command line, such as podman. The checks:
-the build context and the image hold only what serving needs; /health/ready answers 200; the engine reports the
-container healthy from the image's HEALTHCHECK; predict_test.py --url gets the same probability from the container as
-from the service run outside it; /metrics counts the prediction; the service runs as a non-root uid; $PORT and
-$WEB_CONCURRENCY are honoured; `stop -t 10` lets an in-flight request finish and ends the container with exit code 0,
-not killed at the timeout. Containers and throwaway images it starts are removed; the image stays, for the layer cache.
+the build context and the image hold only what serving needs, every package installed is one serving imports, and the
+image is at most MAX_IMAGE_MB; /health/ready answers 200; the engine reports the container healthy from the image's
+HEALTHCHECK; predict_test.py --url gets the same probability from the container as from the service run outside it;
+/metrics counts the prediction; the service runs as a non-root uid; $PORT and $WEB_CONCURRENCY are honoured; an image
+built with `--build-arg MODEL_FILE=` a model train.py made serves that model; `stop -t 10` lets an in-flight request
+finish and ends the container with exit code 0, not killed at the timeout. Containers and throwaway images it starts
+are removed; the image stays, for the layer cache.
 """
 
 import json
@@ -29,28 +31,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from churn.data import file_sha256  # noqa: E402
 from churn.schema import SAMPLE_CUSTOMER  # noqa: E402
-from tests.servers import free_port, gunicorn_command, running_server  # noqa: E402
+from devtools import free_port, gunicorn_command, running_server  # noqa: E402
 
 IMAGE = "churn-serving:container-test"
 CONTEXT_IMAGE = "churn-serving:context-test"
+MODEL_IMAGE = "churn-serving:model-test"
 CONTAINER_PORT = 9696
 STOP_TIMEOUT = 10
-# What the Dockerfile copies besides the churn package, and what only the dependency stage needs.
-APP_FILES = {"gunicorn.conf.py", "predict.py", "model_C=1.0.bin", "model_C=1.0.bin.json"}
+# 55 % of the image's 586 MB when it still installed the training packages (scikit-learn, scipy, pandas).
+MAX_IMAGE_MB = 322
+# What the Dockerfile copies besides the churn package and the model, and what only the dependency stage needs.
+APP_FILES = {"gunicorn.conf.py", "predict.py", "Pipfile.lock"}
 LOCK_FILES = {"Pipfile", "Pipfile.lock"}
-# Training, test and build tools (Pipfile [dev-packages] and pipenv) that must not reach the image.
-NOT_SERVING_MODULES = [
-    "pytest",
-    "ruff",
-    "matplotlib",
-    "playwright",
-    "schemathesis",
-    "nbclient",
-    "ipykernel",
-    "yaml",
-    "pipenv",
-]
+# What serving imports: the app, and the servers that run it (gunicorn's sync worker here, waitress on Windows).
+SERVING_IMPORTS = ["predict", "gunicorn.app.wsgiapp", "gunicorn.workers.sync", "waitress"]
 
 
 class EngineError(RuntimeError):
@@ -77,8 +73,10 @@ class Engine:
             raise EngineError(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return result
 
-    def build(self, tag: str, context: Path, dockerfile: Path | None = None) -> None:
-        args = ["build", "-t", tag, *(["-f", str(dockerfile)] if dockerfile else []), str(context)]
+    def build(self, tag: str, context: Path, dockerfile: Path | None = None, build_args: dict | None = None) -> None:
+        args = ["build", "-t", tag, *(["-f", str(dockerfile)] if dockerfile else [])]
+        args += [arg for name, value in (build_args or {}).items() for arg in ("--build-arg", f"{name}={value}")]
+        args.append(str(context))
         # podman writes OCI images unless told otherwise, and the OCI format has no HEALTHCHECK; docker ignores this.
         self(*args, timeout=1800, env={"BUILDAH_FORMAT": "docker"})
 
@@ -195,6 +193,21 @@ def churn_package_files() -> set[str]:
     }
 
 
+def default_model_file() -> str:
+    """The model an image built without --build-arg serves: the default of the Dockerfile's MODEL_FILE."""
+    return re.search(r"^ARG MODEL_FILE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+
+
+def model_files(model_file: str) -> set[str]:
+    """A model and the metrics train.py writes beside it: what the Dockerfile copies of the one it serves."""
+    return {model_file, f"{model_file}.json"}
+
+
+def trained_models(context: Path = ROOT) -> set[str]:
+    """Every model at the top of a build context, with its metrics: .dockerignore lets them all in."""
+    return {path.name for pattern in ("model_*.bin", "model_*.bin.json") for path in context.glob(pattern)}
+
+
 # ---- The checks: each raises AssertionError with what went wrong, or returns what it saw.
 
 
@@ -209,25 +222,54 @@ def check_build_context(engine: Engine) -> str:
     finally:
         engine("rmi", CONTEXT_IMAGE, check=False)
     context = {line.removeprefix("/context/") for line in listing.split()}
-    expected = APP_FILES | LOCK_FILES | churn_package_files()
+    expected = APP_FILES | LOCK_FILES | churn_package_files() | trained_models()
     missing, unexpected = sorted(expected - context), sorted(context - expected)
     assert context == expected, f"build context: missing {missing}, unexpected {unexpected}"
     return f"the build context is the {len(context)} files the Dockerfile copies"
 
 
+def app_files(engine: Engine, image: str) -> set[str]:
+    listing = run_in_image(engine, image, "find", "/app", "-type", "f")
+    return {line.removeprefix("/app/") for line in listing.split()}
+
+
 def check_image_contents(engine: Engine, image: str = IMAGE) -> str:
-    """/app holds the service's files only, and no training, test or build tool is importable."""
-    script = (
-        "import importlib.util, json, os\n"
-        "files = [os.path.relpath(os.path.join(d, f), '/app') for d, _, fs in os.walk('/app') for f in fs]\n"
-        f"present = [m for m in {NOT_SERVING_MODULES!r} if importlib.util.find_spec(m)]\n"
-        "print(json.dumps({'files': files, 'present': present}))\n"
-    )
-    seen = json.loads(run_in_image(engine, image, "python", "-c", script))
-    files, expected = set(seen["files"]), APP_FILES | churn_package_files()
+    """/app holds the service's files and the one model it serves, nothing else."""
+    files, expected = app_files(engine, image), APP_FILES | churn_package_files() | model_files(default_model_file())
     assert files == expected, f"/app: missing {sorted(expected - files)}, unexpected {sorted(files - expected)}"
-    assert seen["present"] == [], f"not needed for serving, yet importable in the image: {seen['present']}"
-    return f"/app holds {len(files)} service files; none of {', '.join(NOT_SERVING_MODULES)} is installed"
+    return f"/app holds {len(files)} files: the service and {default_model_file()}"
+
+
+# Run in the image: import what serving imports, then name, for each installed distribution, the top-level
+# modules of it that were imported.
+IMPORTED_DISTRIBUTIONS = f"""
+import importlib, importlib.metadata as metadata, json, sys
+for module in {SERVING_IMPORTS!r}:
+    importlib.import_module(module)
+loaded = {{name.partition(".")[0] for name in sys.modules}}
+provides = {{}}
+for module, distributions in metadata.packages_distributions().items():
+    for distribution in distributions:
+        provides.setdefault(distribution, set()).add(module)
+print(json.dumps({{d.metadata["Name"]: sorted(provides.get(d.metadata["Name"], set()) & loaded)
+                  for d in metadata.distributions()}}))
+"""
+
+
+def check_only_serving_packages(engine: Engine, image: str = IMAGE) -> str:
+    """Every installed distribution is imported by serving: no training, test or build package in the image."""
+    imported = json.loads(run_in_image(engine, image, "python", "-c", IMPORTED_DISTRIBUTIONS))
+    unused = sorted(name for name, modules in imported.items() if not modules)
+    assert unused == [], f"installed in the image, never imported by serving ({', '.join(SERVING_IMPORTS)}): {unused}"
+    for training in ("scikit-learn", "scipy", "pandas", "matplotlib"):
+        assert training not in imported, f"{training} is installed in the image"
+    return f"all {len(imported)} installed distributions are imported by serving: {', '.join(sorted(imported))}"
+
+
+def check_image_size(engine: Engine, image: str = IMAGE) -> str:
+    size = image_size_mb(engine, image)
+    assert size <= MAX_IMAGE_MB, f"the image is {size:.0f} MB, over {MAX_IMAGE_MB} MB"
+    return f"the image is {size:.0f} MB (at most {MAX_IMAGE_MB} MB)"
 
 
 def check_ready(container: Container) -> str:
@@ -289,6 +331,60 @@ def check_port_and_workers(engine: Engine, image: str = IMAGE) -> str:
     return "PORT=8080 WEB_CONCURRENCY=3: listens on 8080 with 3 workers, and is healthy"
 
 
+def build_context_copy(directory: Path) -> None:
+    """The project's build context in directory, with the Dockerfile's default model and no other."""
+    for name in ("Dockerfile", ".dockerignore", *APP_FILES, *LOCK_FILES, *model_files(default_model_file())):
+        shutil.copy(ROOT / name, directory / name)
+    shutil.copytree(ROOT / "churn", directory / "churn", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def train(output: Path, C: float) -> None:
+    """A real train.py run, on the dataset where it finds it (two folds: the same model, a shorter validation)."""
+    command = [sys.executable, "train.py", "--C", str(C), "--n-splits", "2", "--output", str(output)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"train.py --C {C} failed:\n{run.stdout}{run.stderr}"
+
+
+def probability(url: str) -> float:
+    response = requests.post(f"{url}/predict", json=SAMPLE_CUSTOMER, timeout=10)
+    response.raise_for_status()
+    return response.json()["churn_probability"]
+
+
+def check_model_build_arg(engine: Engine, container: Container) -> str:
+    """`build --build-arg MODEL_FILE=model_C=0.1.bin`, a model train.py made: the image holds that model alone and
+    serves it by default (its /model card names it), with the probabilities it gives outside, not the default's."""
+    with tempfile.TemporaryDirectory() as scratch:
+        context = Path(scratch)
+        build_context_copy(context)
+        model = context / "model_C=0.1.bin"
+        train(model, C=0.1)
+        port = free_port()
+        with running_server(gunicorn_command(port), port, env={"MODEL_FILE": str(model)}) as (url, _):
+            outside = probability(url)
+        engine.build(MODEL_IMAGE, context, build_args={"MODEL_FILE": model.name})
+        try:
+            files = app_files(engine, MODEL_IMAGE)
+            other = start(engine, MODEL_IMAGE)
+            try:
+                wait_ready(engine, other)
+                card = requests.get(f"{other.url}/model", timeout=10).json()
+                inside = probability(other.url)
+            finally:
+                remove(engine, other)
+        finally:
+            engine("rmi", MODEL_IMAGE, check=False)
+        sha256 = file_sha256(model)
+    default = probability(container.url)
+    assert model_files(model.name) <= files, f"/app lacks {model.name} or its metrics: {sorted(files)}"
+    assert not model_files(default_model_file()) & files, f"/app holds the default model too: {sorted(files)}"
+    assert card["model_file"] == model.name and card["sha256"] == sha256, card
+    assert card["training"]["params"]["C"] == 0.1, card["training"]
+    assert math.isclose(inside, outside, rel_tol=0, abs_tol=1e-12), (inside, outside)
+    assert abs(inside - default) > 1e-6, f"C=0.1 answers {inside!r}, as the default model does"
+    return f"--build-arg MODEL_FILE={model.name}: serves it ({inside:.6f}; the default model: {default:.6f})"
+
+
 def check_graceful_stop(engine: Engine, container: Container) -> str:
     """`stop -t 10` while a request is half sent: the request still gets its answer, and gunicorn exits 0."""
     body = json.dumps(SAMPLE_CUSTOMER).encode()
@@ -336,12 +432,15 @@ def main() -> int:
         checks = [
             lambda: check_build_context(engine),
             lambda: check_image_contents(engine),
+            lambda: check_only_serving_packages(engine),
+            lambda: check_image_size(engine),
             lambda: check_ready(container),
             lambda: check_healthy(engine, container),
             lambda: check_same_answer_as_outside(container),
             lambda: check_metrics(container),
             lambda: check_non_root(engine, container),
             lambda: check_port_and_workers(engine),
+            lambda: check_model_build_arg(engine, container),
             lambda: check_graceful_stop(engine, container),
         ]
         for check in checks:

@@ -1,35 +1,76 @@
-import os
+import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from churn.data import DATA_FILE_NAME, load_data
+from churn.data import DataError, load_data
 from churn.scoring import load_served_model
 from churn.service import Settings, create_app
+from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command, running_server, waitress_command
+from devtools import dataset_path as find_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL_FILE = ROOT / "model_C=1.0.bin"
+LIMITS = {"CHURN_MAX_CUSTOMERS": "5", "CHURN_MAX_BODY_BYTES": "4096", "CHURN_THRESHOLD": "0.3"}
 
 
-def data_path() -> Path:
-    """The real dataset: $CHURN_DATA, else ../shared/data beside the clone, else data/."""
-    candidates = [
-        os.environ.get("CHURN_DATA"),
-        ROOT.parent / "shared" / "data" / DATA_FILE_NAME,
-        ROOT / "data" / DATA_FILE_NAME,
-    ]
-    for candidate in filter(None, candidates):
-        if Path(candidate).exists():
-            return Path(candidate)
-    pytest.fail(f"the dataset {DATA_FILE_NAME} is not in $CHURN_DATA, ../shared/data or data/")
+@dataclass
+class Server:
+    kind: str
+    url: str
+    stdout: Path
+
+    def log_lines(self) -> list[dict]:
+        """Every line the server wrote to stdout, each of which must be a JSON object."""
+        entries = []
+        for line in self.stdout.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                pytest.fail(f"{self.kind} wrote a line that is not JSON: {line!r}")
+            assert isinstance(entries[-1], dict)
+        return entries
+
+    def access_lines(self, request_ids: list[str]) -> dict[str, list[dict]]:
+        """The access lines of these requests, by request ID (waiting a little for the last ones)."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = {rid: [] for rid in request_ids}
+            for entry in self.log_lines():
+                if entry.get("logger") == "churn.access" and entry.get("request_id") in found:
+                    found[entry["request_id"]].append(entry)
+            if all(found.values()) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "waitress"])
+def server(request, tmp_path_factory):
+    """Real gunicorn (2 workers) and real waitress, each started with LIMITS set by environment and its stdout
+    kept: one server of each kind per test module."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    port = free_port()
+    if request.param == "gunicorn":
+        (tmp / "metrics").mkdir()
+        # gunicorn's own (plain text) log goes to a file, so stdout holds only what the app writes.
+        command = [*gunicorn_command(port), "--error-logfile", str(tmp / "gunicorn.log")]
+        env = {**LIMITS, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics")}
+    else:
+        # One process: no multiprocess directory, even if this test process has one.
+        command = ["env", "-u", "PROMETHEUS_MULTIPROC_DIR", *waitress_command(port)]
+        env = LIMITS
+    with running_server(command, port, env=env, log_path=tmp / "stdout.log") as (url, _):
+        yield Server(request.param, url, tmp / "stdout.log")
 
 
 @pytest.fixture(scope="session")
 def dataset_path() -> Path:
-    return data_path()
+    try:
+        return find_dataset()
+    except DataError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")

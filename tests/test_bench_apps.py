@@ -9,7 +9,7 @@ import pytest
 from bench import classic, floor, run
 from churn.model import FEATURE_NAMES
 from churn.schema import SAMPLE_CUSTOMER
-from tests.conftest import MODEL_FILE
+from devtools import MODEL_FILE, stop
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_the_three_apps_under_gunicorn_as_the_benchmark_starts_them(tmp_path):
         for name in run.SERVICES:
             servers[name] = run.start_server(name, 2, run.server_env(), tmp_path, single)
         # Raises BenchError unless ours and the classic agree within 1e-12 and our batch has 1,000 answers.
-        run.check_answers(servers, single, batch)
+        run.check_answers(servers, single, batch, json.dumps(run.raw_rows(run.BATCH_SIZE)).encode())
         status, answer = run.post(servers["floor"].url, single)
         assert (status, answer) == (200, {"churn_probability": 0.5, "churn": False})
         for server in servers.values():
@@ -70,7 +70,7 @@ def test_the_three_apps_under_gunicorn_as_the_benchmark_starts_them(tmp_path):
             assert run.server_cpu(server.process.pid) > 0
     finally:
         for server in servers.values():
-            run.stop_server(server)
+            stop(server.process)
     assert all(server.process.returncode is not None for server in servers.values())
 
 

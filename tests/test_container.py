@@ -14,7 +14,7 @@ _spec = importlib.util.spec_from_file_location("container_test", SCRIPT)
 ct = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ct)
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,14 @@ def test_image_holds_only_what_serving_needs(engine, image):
     ct.check_image_contents(engine, image)
 
 
+def test_image_installs_only_what_serving_imports(engine, image):
+    ct.check_only_serving_packages(engine, image)
+
+
+def test_image_is_at_most_55_percent_of_the_one_with_training_packages(engine, image):
+    ct.check_image_size(engine, image)
+
+
 def test_ready(container):
     ct.check_ready(container)
 
@@ -68,6 +76,10 @@ def test_runs_as_non_root(engine, container):
 
 def test_port_and_web_concurrency_are_honoured(engine, image):
     ct.check_port_and_workers(engine, image)
+
+
+def test_model_file_build_arg_serves_that_model(engine, container):
+    ct.check_model_build_arg(engine, container)
 
 
 # Last: it stops the module's container.

@@ -1,7 +1,20 @@
 import pandas as pd
 import pytest
 
-from churn.data import DATA_SHA256, clean_frame, clean_text, download_data, file_sha256
+from churn.data import (
+    DATA_FILE_NAME,
+    DATA_SHA256,
+    DEFAULT_DATA_PATH,
+    PROJECT_ROOT,
+    DataError,
+    clean_frame,
+    clean_text,
+    data_candidates,
+    download_data,
+    file_sha256,
+    find_data,
+)
+from devtools import free_port
 
 
 def test_clean_text_is_the_training_rule():
@@ -56,5 +69,31 @@ def test_download_checks_the_sha256(dataset_path, tmp_path):
 
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("customerID\n1\n")
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(DataError, match="sha256"):
         download_data(wrong)
+
+
+def test_the_dataset_is_looked_for_in_churn_data_then_shared_then_data(monkeypatch, tmp_path):
+    shared = PROJECT_ROOT.parent / "shared" / "data" / DATA_FILE_NAME
+    monkeypatch.delenv("CHURN_DATA", raising=False)
+    assert data_candidates() == [shared, DEFAULT_DATA_PATH]
+    assert find_data() == next((path for path in (shared, DEFAULT_DATA_PATH) if path.is_file()), None)
+
+    mine = tmp_path / "mine.csv"
+    monkeypatch.setenv("CHURN_DATA", str(mine))
+    assert data_candidates() == [mine, shared, DEFAULT_DATA_PATH]
+    assert find_data() != mine  # not there yet: the next place that has it
+    mine.write_text("customerID\n")
+    assert find_data() == mine
+
+
+def test_offline_download_is_one_line_naming_the_places_the_url_and_data(tmp_path):
+    target = tmp_path / "data" / "churn.csv"
+    url = f"http://127.0.0.1:{free_port()}/churn.csv"  # nothing listens there: as offline as a machine gets
+    with pytest.raises(DataError) as caught:
+        download_data(target, url=url)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(target) in message and url in message and "--data PATH" in message
+    assert str(DEFAULT_DATA_PATH) in message  # every place looked in is named
+    assert list(target.parent.iterdir()) == []  # no partial file left behind

@@ -1,14 +1,15 @@
 """The Elastic Beanstalk deployment: the .ebextensions set real options to valid values, and the bundle `eb deploy`
-would upload (the files .ebignore lets through) holds what the Docker build copies, and nothing else."""
+uploads, as the EB CLI's own code zips it, holds .platform/, .ebextensions/ and what the Docker build copies, and
+nothing else."""
 
-import functools
 import json
-import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import pathspec
 import pytest
 import yaml
 
@@ -42,6 +43,24 @@ def integer(low, high):
 
 def anything(value):
     return value is not None
+
+
+def boolean(value):
+    return str(value).lower() in ("true", "false")
+
+
+# The options of a load balancer listener: the default one (port 80), or one on a port of its own.
+LISTENER_OPTIONS = {
+    "DefaultProcess": anything,
+    "ListenerEnabled": boolean,
+    "Protocol": one_of("HTTP", "HTTPS"),
+    "Rules": anything,
+    # A certificate in AWS Certificate Manager (or IAM), by its ARN.
+    "SSLCertificateArns": lambda value: (
+        re.fullmatch(r"arn:aws[a-z-]*:(acm|iam):[^:]*:[^:]*:.+", str(value)) is not None
+    ),
+    "SSLPolicy": lambda value: str(value).startswith("ELBSecurityPolicy-"),
+}
 
 
 # The options of the namespaces used here, with their valid values, from "General options for all environments"
@@ -113,6 +132,8 @@ EB_OPTIONS = {
     },
     # Environment properties: any name, any value; the Docker platform passes them to the container.
     "aws:elasticbeanstalk:application:environment": None,
+    "aws:elbv2:listener:default": LISTENER_OPTIONS,
+    "aws:elbv2:listener:443": LISTENER_OPTIONS,
 }
 
 
@@ -141,22 +162,49 @@ def test_config_files_parse_as_ebextensions():
         assert option_settings(config), f"{name} sets no option"
 
 
+def option_problems(name: str, config: dict) -> list[str]:
+    problems = []
+    for namespace, option, value in option_settings(config):
+        if namespace not in EB_OPTIONS:
+            problems.append(f"{name}: unknown namespace {namespace}")
+        elif EB_OPTIONS[namespace] is None:
+            continue
+        elif option not in EB_OPTIONS[namespace]:
+            problems.append(f"{name}: {namespace} has no option {option}")
+        elif not EB_OPTIONS[namespace][option](value):
+            problems.append(f"{name}: {namespace} {option}: invalid value {value!r}")
+    return problems
+
+
 def test_options_are_real_namespaces_and_settings_with_valid_values():
     problems, seen = [], {}
     for name, config in load_configs().items():
-        for namespace, option, value in option_settings(config):
+        problems += option_problems(name, config)
+        for namespace, option, _ in option_settings(config):
             if (namespace, option) in seen:
                 problems.append(f"{name}: {namespace} {option} already set in {seen[namespace, option]}")
             seen[namespace, option] = name
-            if namespace not in EB_OPTIONS:
-                problems.append(f"{name}: unknown namespace {namespace}")
-            elif EB_OPTIONS[namespace] is None:
-                continue
-            elif option not in EB_OPTIONS[namespace]:
-                problems.append(f"{name}: {namespace} has no option {option}")
-            elif not EB_OPTIONS[namespace][option](value):
-                problems.append(f"{name}: {namespace} {option}: invalid value {value!r}")
     assert problems == [], "\n".join(problems)
+
+
+def test_the_commented_https_listener_is_valid_once_uncommented(options):
+    path = ROOT / ".ebextensions" / "01-environment.config"
+    text = path.read_text()
+    # What a deployer does: uncomment the listener block (a namespace line, and its option lines).
+    uncommented = re.sub(r"^  # (aws:elbv2:listener:\S+:|  \w+: .*)$", r"  \1", text, flags=re.MULTILINE)
+    assert uncommented != text, "no commented aws:elbv2:listener block"
+    config = yaml.safe_load(uncommented)
+    assert option_problems(path.name, config) == []
+    settings = {(namespace, option): value for namespace, option, value in option_settings(config)}
+    https = "aws:elbv2:listener:443"
+    assert settings[https, "Protocol"] == "HTTPS"
+    assert str(settings[https, "ListenerEnabled"]).lower() == "true"
+    assert re.fullmatch(r"arn:aws:acm:[^:]+:[^:]+:certificate/.+", settings[https, "SSLCertificateArns"])
+    # It forwards to the same process as port 80 (nginx, checked on /health/ready); elbv2 needs an application LB.
+    assert settings[https, "DefaultProcess"] == "default"
+    assert options["aws:elasticbeanstalk:environment", "LoadBalancerType"] == "application"
+    # Commented, it sets nothing: a deployment without a certificate keeps working.
+    assert (https, "Protocol") not in options
 
 
 def test_load_balanced_and_auto_scaling_on_cpu(options):
@@ -188,31 +236,68 @@ def test_web_concurrency_is_a_worker_count(options):
     assert int(options["aws:elasticbeanstalk:application:environment", "WEB_CONCURRENCY"]) >= 1
 
 
-# ---- The source bundle
+# ---- The source bundle `eb deploy` uploads, by the EB CLI's own code
+
+EB_TOOLS = ROOT / ".tools" / "awsebcli"
+# The EB CLI, and the Docker SDK for the build context: their pins clash with the lock's, so they live apart.
+EB_TOOLS_PINS = ("awsebcli==3.27.5", "docker==7.1.0")
+
+# Planted in the copy of the project: what a developer's clone may hold that must never be uploaded...
+PLANTED_OUT = {
+    ".env": "AWS_SECRET_ACCESS_KEY=planted\n",
+    ".git/HEAD": "ref: refs/heads/main\n",
+    ".venv/lib/python3.11/site-packages/planted.py": "",
+    ".tools/bin/planted": "",
+    "churn/__pycache__/planted.cpython-311.pyc": "",
+    "churn/.ipynb_checkpoints/planted-checkpoint.py": "",
+    "Dockerfile~": "",
+    "reports/roc.png": "",
+    "data/planted.csv": "",
+    "notebooks/model_C=0.1.bin": "",
+    # What `eb init` writes: the EB CLI finds the project's root by it, and never uploads it.
+    ".elasticbeanstalk/config.yml": "global:\n  application_name: churn\n",
+}
+# ...and a model train.py made, which must be: the Dockerfile's MODEL_FILE may name any model at the top.
+PLANTED_IN = {"model_C=0.1.bin": "", "model_C=0.1.bin.json": "{}\n"}
 
 
-@functools.cache
-def eb_deploy_bundle() -> frozenset[str]:
-    """The files `eb deploy` zips when .ebignore exists, as the EB CLI (ebcli.core.fileoperations) picks them: every
-    file under the project root that .ebignore's patterns (gitwildmatch, as pathspec reads them) do not match, except
-    .ebignore itself, editor backups (name~) and anything under .elasticbeanstalk/."""
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", (ROOT / ".ebignore").read_text().splitlines())
-    bundle = set()
-    for directory, dirs, files in os.walk(ROOT):
-        relative = Path(directory).relative_to(ROOT)
-        if ".elasticbeanstalk" in relative.parts:
-            continue
-        # Symbolic links to directories are zipped as links, like files.
-        for name in files + [d for d in dirs if (Path(directory) / d).is_symlink()]:
-            path = (relative / name).as_posix()
-            if not (path == ".ebignore" or name.endswith("~") or spec.match_file(path)):
-                bundle.add(path)
-    return frozenset(bundle)
+def eb_tools_python() -> Path:
+    """The python of .tools/awsebcli, a virtual environment with EB_TOOLS_PINS: made once, kept while they hold."""
+    python, installed = EB_TOOLS / "bin" / "python", EB_TOOLS / "installed.txt"
+    pins = "\n".join(EB_TOOLS_PINS)
+    if not installed.exists() or installed.read_text() != pins:
+        shutil.rmtree(EB_TOOLS, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(EB_TOOLS)], check=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, *EB_TOOLS_PINS], check=True)
+        installed.write_text(pins)
+    return python
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory) -> dict:
+    """A copy of the work tree (less .git, .venv, .tools) with the PLANTED files; then what the EB CLI zips of it
+    (bundle), and its Docker build context as the Docker SDK reads .dockerignore (context)."""
+    python = eb_tools_python()
+    project = tmp_path_factory.mktemp("eb") / "project"
+    shutil.copytree(ROOT, project, symlinks=True, ignore=shutil.ignore_patterns(".git", ".venv", ".tools"))
+    for name, text in {**PLANTED_OUT, **PLANTED_IN}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    found = project.parent / "deployment.json"
+    subprocess.run([str(python), str(ROOT / "tests" / "eb_bundle.py"), str(found)], cwd=project, check=True)
+    return {"project": project, **{key: frozenset(paths) for key, paths in json.loads(found.read_text()).items()}}
+
+
+def files_under(project: Path, *folders: str) -> set[str]:
+    return {p.relative_to(project).as_posix() for f in folders for p in (project / f).rglob("*") if p.is_file()}
 
 
 def dockerfile_copy_sources() -> list[str]:
     """The build-context paths of the Dockerfile's COPY and ADD instructions (not those copying from a stage)."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    # Build arguments take their defaults: Elastic Beanstalk passes none.
+    build_args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.MULTILINE))
     sources = []
     for line in text.splitlines():
         words = line.strip().split(None, 1)
@@ -226,25 +311,8 @@ def dockerfile_copy_sources() -> list[str]:
         if any(flag.startswith("--from=") for flag in flags):
             continue
         paths = json.loads(arguments) if arguments.startswith("[") else shlex.split(arguments)
-        sources += paths[:-1]
+        sources += [re.sub(r"\$\{(\w+)\}", lambda m: build_args[m.group(1)], path) for path in paths[:-1]]
     return sources
-
-
-def copied_files() -> set[str]:
-    """The files those COPY sources name: a file, or every file under a directory bar Python caches (.dockerignore)."""
-    files = set()
-    for source in dockerfile_copy_sources():
-        path = ROOT / source
-        assert path.exists(), f"the Dockerfile copies {source}, which does not exist"
-        if path.is_dir():
-            files |= {
-                p.relative_to(ROOT).as_posix()
-                for p in path.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-            }
-        else:
-            files.add(source)
-    return files
 
 
 def test_dockerfile_copies_the_service():
@@ -253,17 +321,44 @@ def test_dockerfile_copies_the_service():
         assert needed in sources
 
 
-def test_eb_deploy_bundle_holds_everything_the_docker_build_copies():
-    missing = ({"Dockerfile", ".dockerignore"} | copied_files()) - eb_deploy_bundle()
-    assert missing == set(), f"eb deploy would not upload {sorted(missing)}"
+def test_the_build_context_holds_what_the_dockerfile_copies_and_the_trained_models_only(deployment):
+    project, context = deployment["project"], deployment["context"]
+    copied = set()
+    for source in dockerfile_copy_sources():
+        path = project / source
+        assert path.exists(), f"the Dockerfile copies {source}, which does not exist"
+        if path.is_file():
+            assert source in context, f"the Dockerfile copies {source}, which .dockerignore leaves out"
+            copied.add(source)
+            continue
+        on_disk = files_under(project, source)
+        caches = {f for f in on_disk if "/__pycache__/" in f or "/.ipynb_checkpoints/" in f or f.endswith(".pyc")}
+        assert caches, "the planted caches are missing"
+        assert {f for f in context if f.startswith(path.relative_to(project).as_posix() + "/")} == on_disk - caches
+        copied |= on_disk - caches
+    trained = {p.name for pattern in ("model_*.bin", "model_*.bin.json") for p in project.glob(pattern)}
+    assert set(PLANTED_IN) <= trained
+    # Docker sends these two whatever .dockerignore says.
+    extra = context - copied - trained - {"Dockerfile", ".dockerignore"}
+    assert extra == set(), f"the build context holds what the Dockerfile does not copy: {sorted(extra)[:20]}"
 
 
-def test_eb_deploy_bundle_holds_the_ebextensions():
-    configs = {path.relative_to(ROOT).as_posix() for path in CONFIG_FILES}
-    assert configs <= eb_deploy_bundle()
+def test_eb_deploy_uploads_the_build_context_and_the_platform_extensions_and_nothing_else(deployment):
+    project, bundle = deployment["project"], deployment["bundle"]
+    needed = (
+        {"Dockerfile", ".dockerignore"} | deployment["context"] | files_under(project, ".ebextensions", ".platform")
+    )
+    assert sorted(needed - bundle) == [], "eb deploy would not upload these"
+    assert sorted(bundle - needed) == [], "eb deploy would upload these, which neither Docker nor the platform reads"
 
 
-def test_eb_deploy_bundle_holds_nothing_else():
-    needed = {"Dockerfile", ".dockerignore"} | copied_files() | {p.relative_to(ROOT).as_posix() for p in CONFIG_FILES}
-    extra = eb_deploy_bundle() - needed
-    assert extra == set(), f"eb deploy would upload, unneeded: {sorted(extra)[:20]}"
+def test_eb_deploy_uploads_the_nginx_configuration_the_ebextensions_and_any_trained_model(deployment):
+    bundle = deployment["bundle"]
+    platform = {".platform/nginx/conf.d/churn_http.conf", ".platform/nginx/conf.d/elasticbeanstalk/churn_server.conf"}
+    assert platform <= bundle
+    assert {path.relative_to(ROOT).as_posix() for path in CONFIG_FILES} <= bundle
+    assert set(PLANTED_IN) <= bundle
+
+
+def test_eb_deploy_leaves_out_secrets_environments_caches_data_and_backups(deployment):
+    assert set(PLANTED_OUT) & deployment["bundle"] == set()

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from churn.model import FEATURE_NAMES
-from churn.scoring import SklearnScorer, make_scorer
-from tests.conftest import MODEL_FILE
+from devtools import MODEL_FILE
 
 TOLERANCE = 1e-12
 
@@ -22,11 +21,18 @@ def reference(clean_df):
 
 @pytest.fixture(scope="module")
 def spellings(raw_df, clean_df):
-    """The dataset's own rows (customerID and Churn included, blank TotalCharges as text) and the cleaned ones."""
-    return {"raw": raw_df.to_dict(orient="records"), "clean": clean_df[FEATURE_NAMES].to_dict(orient="records")}
+    """The dataset's own rows (customerID and Churn included, blank TotalCharges as text), the same rows as
+    Python's csv module reads them (every value text), upper-cased names and values, and the cleaned ones."""
+    raw = raw_df.to_dict(orient="records")
+    return {
+        "raw": raw,
+        "csv": [{k: str(v) for k, v in row.items()} for row in raw],
+        "upper": [{k.upper(): v.upper() if isinstance(v, str) else v for k, v in row.items()} for row in raw],
+        "clean": clean_df[FEATURE_NAMES].to_dict(orient="records"),
+    }
 
 
-@pytest.mark.parametrize("spelling", ["raw", "clean"])
+@pytest.mark.parametrize("spelling", ["raw", "csv", "upper", "clean"])
 def test_single_requests(client, reference, spellings, spelling):
     *_, expected = reference
     got = np.array([client.post("/predict", json=row).get_json()["churn_probability"] for row in spellings[spelling]])
@@ -34,7 +40,7 @@ def test_single_requests(client, reference, spellings, spelling):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("spelling", ["raw", "clean"])
+@pytest.mark.parametrize("spelling", ["raw", "csv", "upper", "clean"])
 @pytest.mark.parametrize("batch_size", [1, 1000, 7043])
 def test_batches(client, reference, spellings, spelling, batch_size):
     *_, expected = reference
@@ -51,24 +57,3 @@ def test_decisions_follow_the_threshold(client, reference, spellings):
     *_, expected = reference
     answers = client.post("/predict", json=spellings["clean"]).get_json()
     assert [a["churn"] for a in answers] == (expected >= 0.5).tolist()
-
-
-def test_scikit_learn_fallback_agrees(reference, spellings):
-    dv, model, expected = reference
-    scorer = SklearnScorer(dv, model)
-    assert np.abs(np.array(scorer.score_many(spellings["clean"])) - expected).max() <= TOLERANCE
-    from churn.schema import CUSTOMER
-
-    raw = [CUSTOMER.validate_python(row) for row in spellings["raw"][:100]]
-    assert np.abs(np.array([scorer.score_one(row) for row in raw]) - expected[:100]).max() <= TOLERANCE
-
-
-def test_only_binary_logistic_regression_is_folded(reference):
-    dv, model, _ = reference
-    assert type(make_scorer(dv, model)).__name__ == "LinearScorer"
-    from sklearn.ensemble import RandomForestClassifier
-
-    forest = RandomForestClassifier(n_estimators=3, random_state=1).fit(
-        dv.transform([{"tenure": 1}, {"tenure": 50}]), [1, 0]
-    )
-    assert isinstance(make_scorer(dv, forest), SklearnScorer)

@@ -8,6 +8,8 @@ import pytest
 
 from loadtest import run
 
+pytestmark = pytest.mark.slow
+
 CONCURRENCY = 64
 # A worker's RSS moves by tens of KiB over a run; a leak of even 100 bytes a request grows it by megabytes
 # over `make loadtest`'s 30 s.
@@ -45,8 +47,9 @@ def test_sigkill_of_a_worker_loses_at_most_its_request(tmp_path):
     assert figures["answering_after"]
 
 
-def test_sigterm_completes_what_was_sent_then_refuses(tmp_path):
-    figures = show(run.sigterm(concurrency=CONCURRENCY, signal_at=2, log=tmp_path / "log"))
+@pytest.mark.parametrize("threads", [1, 4], ids=["sync", "gthread"])
+def test_sigterm_completes_what_was_sent_then_refuses(tmp_path, threads):
+    figures = show(run.sigterm(concurrency=CONCURRENCY, signal_at=2, log=tmp_path / "log", threads=threads))
     assert figures["exited"] and figures["exit_code"] == 0, figures
     assert figures["exit_after_s"] < figures["graceful_timeout_s"], figures
     assert figures["refused_before_signal"] == 0

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from devtools import ROOT
 
 
 def pipenv() -> str:

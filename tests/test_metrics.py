@@ -17,8 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from churn.schema import SAMPLE_CUSTOMER
-from tests.conftest import ROOT
-from tests.servers import free_port, gunicorn_command, running_server, waitress_command
+from devtools import ROOT, free_port, gunicorn_command, running_server, waitress_command
 
 CONTRACTS = ("month-to-month", "one_year", "two_year")
 INTERNET = ("dsl", "fiber_optic", "no")
@@ -211,3 +210,37 @@ def test_metrics_move_under_waitress():
         batch = customers(20)
         probabilities = send(url, [*batch[:5], batch[5:12], batch[12:]])
         expect_served(scrape(url), probabilities, 7)
+
+
+def test_recycled_workers_leave_no_files_and_totals_stay_exact(tmp_path):
+    """Workers recycled every ~50 requests: their values move to the archive files, and /metrics still counts
+    every request exactly, also when it is scraped while workers come and go."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    log = tmp_path / "gunicorn.log"
+    port = free_port()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "GUNICORN_MAX_REQUESTS": "50"}
+    env["GUNICORN_MAX_REQUESTS_JITTER"] = "10"
+    rounds, per_round = 30, 50
+    with running_server(gunicorn_command(port, workers=2), port, env=env, log_path=log) as (url, _):
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(rounds):
+                statuses = list(pool.map(lambda _: predict(url, SAMPLE_CUSTOMER).status_code, range(per_round)))
+                assert statuses == [200] * per_round
+                assert requests.get(f"{url}/metrics", timeout=10).status_code == 200
+        exposition = scrape(url)
+        files = sorted(path.name for path in metrics_dir.iterdir())
+    booted = log.read_text().count("Booting worker with pid")
+    ok = (("endpoint", "/predict"), ("method", "POST"), ("status", "200"))
+    assert exposition[("churn_http_requests_total", ok)] == rounds * per_round
+    assert exposition[("churn_predictions_total", ())] == rounds * per_round
+    assert exposition[("churn_probability_count", ())] == rounds * per_round
+    duration = ("churn_http_request_duration_seconds_count", (("endpoint", "/predict"),))
+    assert exposition[duration] == rounds * per_round
+    scrapes = (("endpoint", "/metrics"), ("method", "GET"), ("status", "200"))
+    assert exposition[("churn_http_requests_total", scrapes)] == rounds  # this scrape counts after it answers
+    # Workers' files would have grown with every worker booted; now: the master's, two workers' (and one
+    # more being replaced), the archives and the lock.
+    assert booted >= 20, booted
+    assert len(files) <= 2 * 4 + 2 + 1, files
+    assert {"counter_archive.db", "histogram_archive.db"} <= set(files)

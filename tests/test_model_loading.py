@@ -5,12 +5,15 @@ churn.model.load_model (real scikit-learn objects, read as safely).
 """
 
 import io
+import json
 import os
 import pickle
 import random
 import subprocess
 import sys
+import sysconfig
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from sklearn.base import BaseEstimator
@@ -18,9 +21,9 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from churn.model import fit, load_model, save_model
-from churn.scoring import LinearScorer, ModelLoadError, load_served_model
-from tests.conftest import MODEL_FILE, ROOT
-from tests.servers import free_port, gunicorn_command
+from churn.schema import FEATURES, SAMPLE_CUSTOMER
+from churn.scoring import LinearScorer, ModelLoadError, load_served_model, required_sklearn_version
+from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command
 
 SKLEARN = version("scikit-learn")
 LOADERS = {"served": load_served_model, "sklearn": load_model}
@@ -169,22 +172,38 @@ def test_a_frame_length_beyond_memory_names_the_path(tmp_path):
     refused(load_served_model, path)
 
 
-def test_damaged_bytes_load_a_pair_or_name_the_path(tmp_path):
-    """Any byte of the file changed: either it still reads as a servable pair, or the start stops cleanly."""
+def test_damaged_bytes_load_a_pair_or_name_the_path(tmp_path, monkeypatch):
+    """Any byte of the file changed: either it still reads as a servable pair, or the start stops cleanly.
+
+    numpy takes a dtype's flags from the pickle: a damaged flags byte can mark an int32 dtype as holding
+    objects, and numpy then reports through sys.unraisablehook (it cannot raise there) that it has no loop to
+    clear such an array, and the load fails. That report is expected for a file the loader refuses, and only
+    for one: anything else reported fails the test.
+    """
+    reports = []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
     data = MODEL_FILE.read_bytes()
     path = tmp_path / "model.bin"
     rng = random.Random(6)
     outcomes = {"loaded": 0, "refused": 0}
     for _ in range(150):
         damaged = bytearray(data)
-        damaged[rng.randrange(len(data))] = rng.choice([0x00, 0xFF, rng.randrange(256)])
+        value = rng.choice([0x00, 0xFF, rng.randrange(256)])
+        offset = rng.randrange(len(data))
+        damaged[offset] = value
         path.write_bytes(bytes(damaged))
         try:
             load_served_model(path)
-            outcomes["loaded"] += 1
+            outcome = "loaded"
         except ModelLoadError as e:
             assert str(path) in str(e)
-            outcomes["refused"] += 1
+            outcome = "refused"
+        outcomes[outcome] += 1
+        for report in reports:
+            what = f"byte {offset} set to {value:#04x}: {outcome}, and reported {report.exc_value!r}"
+            assert outcome == "refused", what
+            assert isinstance(report.exc_value, RuntimeError) and "get_clear_loop" in str(report.exc_value), what
+        reports.clear()
     assert outcomes["refused"] > 0
 
 
@@ -255,3 +274,112 @@ def test_gunicorn_exits_on_a_hostile_model_without_serving(hostile_model):
     assert run.returncode != 0
     assert f"model file {path}: refused global {refused_global}" in run.stdout + run.stderr
     assert not sentinel.exists()
+
+
+# ---- Only a fitted binary logistic regression over the schema's columns is served
+
+
+def pair_with(clean_df, make_model):
+    """The committed model's vectorizer, and a model from make_model(X, frame) fitted on 1,000 rows of it."""
+    dv, _ = load_model(MODEL_FILE)
+    rows = clean_df.head(1000)
+    return dv, make_model(dv.transform(rows[[f.name for f in FEATURES]].to_dict(orient="records")), rows)
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        # Before, these loaded with a scikit-learn fallback scorer: the first answered P(class 1), here a one-year
+        # contract, as the churn probability; the other two failed on every request.
+        lambda X, rows: LogisticRegression(solver="newton-cholesky").fit(X, rows["contract"]),
+        lambda X, rows: LogisticRegression(solver="newton-cholesky").fit(X[:, :5], rows["churn"]),
+        lambda X, rows: LogisticRegression(),
+    ],
+    ids=["three classes", "fitted on other columns", "unfitted"],
+)
+def test_a_pair_that_is_not_a_binary_logistic_regression_over_the_schema_is_refused(make_model, clean_df, tmp_path):
+    path = tmp_path / "model.bin"
+    save_model(path, *pair_with(clean_df, make_model))
+    assert "is not a fitted binary LogisticRegression over the DictVectorizer's 45 features" in refused(
+        load_served_model, path
+    )
+
+
+# ---- The service's image installs no scikit-learn, pandas or scipy
+
+TRAINING_ONLY = ("sklearn", "scikit_learn", "scipy", "pandas")
+
+
+@pytest.fixture(scope="module")
+def serving_site(tmp_path_factory):
+    """A site-packages of links to this venv's packages, less the training-only ones: what the image installs."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    serving = tmp_path_factory.mktemp("serving-site")
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(TRAINING_ONLY):
+            (serving / entry.name).symlink_to(entry)
+    return serving
+
+
+def run_serving_only(serving_site, code: str) -> subprocess.CompletedProcess:
+    # -S: the venv's own site-packages is not added; only the serving packages and the project are importable.
+    prelude = f"import sys; sys.path[:0] = [{str(serving_site)!r}, {str(ROOT)!r}]\n"
+    return subprocess.run(
+        [sys.executable, "-S", "-c", prelude + code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def locked_sklearn() -> str:
+    return json.loads((ROOT / "Pipfile.lock").read_text())["develop"]["scikit-learn"]["version"].removeprefix("==")
+
+
+def test_without_scikit_learn_models_are_checked_against_the_locked_version(serving_site, tmp_path):
+    other = tmp_path / "other.bin"
+    buffer = io.BytesIO()
+    OtherVersionPickler(buffer, "0.24.2", (BaseEstimator,)).dump(load_model(MODEL_FILE))
+    other.write_bytes(buffer.getvalue())
+    code = f"""
+import importlib.util, sys
+from churn.explain import make_explainer
+from churn.schema import SAMPLE_CUSTOMER
+from churn.scoring import ModelLoadError, load_served_model
+assert not [m for m in {TRAINING_ONLY!r} if importlib.util.find_spec(m)], "a training package is importable"
+model = load_served_model({str(MODEL_FILE)!r})
+print(model.sklearn_version, model.scorer.score_one(SAMPLE_CUSTOMER))
+print(make_explainer(model).explain_one(SAMPLE_CUSTOMER)["reasons"][0]["feature"])
+try:
+    load_served_model({str(other)!r})
+except ModelLoadError as e:
+    print(e)
+print(sorted(m for m in sys.modules if m.split(".")[0] in {TRAINING_ONLY!r}))
+"""
+    run = run_serving_only(serving_site, code)
+    assert run.returncode == 0, run.stderr
+    version_line, reason, refusal, imported = run.stdout.splitlines()
+    served = load_served_model(MODEL_FILE)
+    assert version_line.split() == [locked_sklearn(), repr(served.scorer.score_one(SAMPLE_CUSTOMER))]
+    assert reason == "tenure"
+    assert f"model file {other} was pickled with scikit-learn 0.24.2" in refusal
+    assert f"takes models from scikit-learn {locked_sklearn()}" in refusal and "train.py" in refusal
+    assert imported == "[]"
+
+
+def test_without_scikit_learn_or_the_lock_the_model_is_refused_with_the_reason(serving_site, tmp_path):
+    missing_lock = tmp_path / "Pipfile.lock"
+    code = f"""
+import churn.scoring
+from churn.scoring import ModelLoadError, load_served_model
+churn.scoring.LOCK_FILE = {str(missing_lock)!r}
+try:
+    load_served_model({str(MODEL_FILE)!r})
+except ModelLoadError as e:
+    print(e)
+"""
+    run = run_serving_only(serving_site, code)
+    assert run.returncode == 0, run.stderr
+    assert f"scikit-learn is not installed and {missing_lock} does not say which version" in run.stdout
+
+
+def test_the_lock_pins_the_installed_scikit_learn():
+    """So that the check means the same with scikit-learn (make test) and without it (the image)."""
+    assert locked_sklearn() == SKLEARN == required_sklearn_version()

@@ -11,7 +11,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
+from devtools import ROOT
+
+pytestmark = pytest.mark.slow
 
 NOTEBOOK = ROOT / "notebooks" / "churn-model.ipynb"
 MAX_NOTEBOOK_BYTES = 1_000_000
@@ -70,8 +72,15 @@ def test_runs_without_errors_or_warnings(executed):
 
 def test_draws_its_plots(executed):
     images = [o for cell in code_cells(executed) for o in cell.outputs if "image/png" in o.get("data", {})]
-    # C by CV, the CV folds, the ROC curve, precision/recall by threshold, coefficients, numbers by decile.
-    assert len(images) == 6
+    # C by CV, the CV folds, the ROC curve, precision/recall by threshold, coefficients, numbers by decile,
+    # the global weights and two customers' explanations.
+    assert len(images) == 8
+
+
+def test_explains_with_the_services_explainer_exactly(executed):
+    texts = "".join(text for cell in code_cells(executed) for text in text_outputs(cell))
+    assert "base_log_odds + Σ contributions is the model's log-odds for every test customer: True" in texts
+    assert "raises the churn risk" in texts
 
 
 def test_ends_on_the_test_auc_train_py_prints(executed, train_py):

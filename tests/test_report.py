@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from churn.data import TARGET
 from churn.model import fit, predict, split
 from churn.report import plot_cv_auc, plot_roc
-from tests.conftest import ROOT
+from devtools import ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,12 +1,17 @@
+import os
 import pickle
 import re
+import shutil
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import MODEL_FILE
+from churn.data import DATA_FILE_NAME, DATA_URL
+from churn.model import load_model, same_fit, save_model
+from devtools import MODEL_FILE, ROOT, free_port
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +41,69 @@ def test_pickles_exactly_the_pair(trained):
 
 
 def test_committed_model_is_what_train_py_makes(trained):
+    """On any machine: the BLAS kernel and thread count move coefficients by ~1e-14, which same_fit allows."""
     _, output = trained
-    with open(output, "rb") as f:
-        dv, model = pickle.load(f)
-    with open(MODEL_FILE, "rb") as f:
-        committed_dv, committed_model = pickle.load(f)
-    assert dv.feature_names_ == committed_dv.feature_names_
-    np.testing.assert_allclose(model.coef_, committed_model.coef_, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(model.intercept_, committed_model.intercept_, rtol=0, atol=1e-12)
+    assert same_fit(MODEL_FILE, *load_model(output))
+
+
+def test_same_fit_allows_rounding_noise_and_nothing_more(tmp_path):
+    dv, model = load_model(MODEL_FILE)
+    assert same_fit(MODEL_FILE, dv, model)
+    model.coef_ = model.coef_ + 3e-14  # what another machine's BLAS gives
+    assert same_fit(MODEL_FILE, dv, model)
+    model.coef_[0, 0] += 1e-6
+    assert not same_fit(MODEL_FILE, dv, model)
+
+    dv, model = load_model(MODEL_FILE)
+    model.C = 0.1
+    assert not same_fit(MODEL_FILE, dv, model)
+    dv, model = load_model(MODEL_FILE)
+    dv.vocabulary_ = {**dv.vocabulary_, "gender=other": len(dv.vocabulary_)}
+    assert not same_fit(MODEL_FILE, dv, model)
+
+    damaged = tmp_path / "model.bin"
+    damaged.write_bytes(MODEL_FILE.read_bytes()[:100])
+    assert not same_fit(damaged, *load_model(MODEL_FILE))
+
+
+def test_retraining_keeps_a_model_that_differs_only_by_rounding(dataset_path, tmp_path):
+    """`make train` on another machine: the committed model, as that machine's BLAS would round it, stays as it is."""
+    dv, model = load_model(MODEL_FILE)
+    model.coef_ = model.coef_ * (1 + 1e-13)
+    output = tmp_path / MODEL_FILE.name
+    save_model(output, dv, model)
+    before = output.read_bytes()
+    run = subprocess.run(
+        [sys.executable, "train.py", "--data", str(dataset_path), "--n-splits", "2", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"kept {output}" in run.stdout
+    assert output.read_bytes() == before
+
+
+def test_offline_without_the_dataset_train_py_ends_in_one_line(tmp_path):
+    """A clone with no dataset anywhere and no way out: one line naming the places, the URL and --data."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(ROOT / "train.py", clone)
+    shutil.copytree(ROOT / "churn", clone / "churn", ignore=shutil.ignore_patterns("__pycache__"))
+    nowhere = f"http://127.0.0.1:{free_port()}"  # a proxy that refuses: no request leaves the machine
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("churn_data", "no_proxy")}
+    run = subprocess.run(
+        [sys.executable, "train.py"],
+        cwd=clone,
+        env={**env, "http_proxy": nowhere, "https_proxy": nowhere, "HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert str(clone / "data" / DATA_FILE_NAME) in lines[0] and DATA_URL in lines[0] and "--data PATH" in lines[0]
+    assert not (clone / "data" / DATA_FILE_NAME).exists()

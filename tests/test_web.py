@@ -1,4 +1,5 @@
-"""The web page in headless Chromium against the real app under waitress: form, CSV upload, errors, keyboard, phone."""
+"""The web page in headless Chromium against the real app under waitress: form, explanation chart, CSV upload,
+errors, keyboard, phone, and the API key prompt."""
 
 import csv
 import json
@@ -8,8 +9,12 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
+from churn.explain import make_explainer
 from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
-from tests.servers import free_port, running_server, waitress_command
+from churn.scoring import load_served_model
+from devtools import MODEL_FILE, free_port, running_server, waitress_command
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,7 +43,7 @@ def server_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (make test does)")
+        pytest.fail(f"{CHROMIUM} is missing: make test installs it (scripts/install_debian.sh)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -48,8 +53,8 @@ def browser():
 def open_page(browser, url, viewport=None):
     """A fresh context at `url`; script errors, console errors and failed loads are kept to be asserted on.
 
-    An error status from /predict is the API's answer, which the page shows, so it is no problem; the console's
-    own line for it ("Failed to load resource") is left to the response check.
+    An error status from /predict or /explain is the API's answer, which the page shows, so it is no problem; the
+    console's own line for it ("Failed to load resource") is left to the response check.
     """
     context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
@@ -61,7 +66,7 @@ def open_page(browser, url, viewport=None):
             page.problems.append(message.text)
 
     def on_response(response):
-        if response.status >= 400 and not response.url.endswith("/predict"):
+        if response.status >= 400 and not response.url.endswith(("/predict", "/explain")):
             page.problems.append(f"{response.status} {response.url}")
 
     page.on("pageerror", lambda error: page.problems.append(str(error)))
@@ -89,8 +94,8 @@ def phone_page(browser, server_url):
     assert problems == []
 
 
-def api(url, body):
-    response = requests.post(f"{url}/predict", json=body, timeout=30)
+def api(url, body, endpoint="/predict", **headers):
+    response = requests.post(f"{url}{endpoint}", json=body, headers=headers, timeout=30)
     return response.status_code, response.json()
 
 
@@ -130,10 +135,10 @@ def upload(page, path):
 
 
 def table_rows(page):
-    """(customerID, full probability, decision text, churn) for each row of the scores table, top to bottom."""
+    """(customerID, full probability, decision text, churn, main reason) for each row of the scores table."""
     return page.locator("#scores tbody tr").evaluate_all(
         """rows => rows.map(r => [r.cells[0].textContent, r.dataset.probability, r.cells[2].textContent,
-                                  r.dataset.churn])"""
+                                  r.dataset.churn, r.cells[3].textContent])"""
     )
 
 
@@ -257,14 +262,18 @@ def test_a_csv_of_50_customers_is_scored_sorted_and_downloadable(page, server_ur
     status, answers = api(server_url, raw_df.head(50).to_dict(orient="records"))
     assert status == 200 and len(answers) == 50
     expected = {row["customerID"]: answer for row, answer in zip(rows, answers, strict=True)}
+    status, explained = api(server_url, raw_df.head(50).to_dict(orient="records"), "/explain")
+    assert status == 200
+    reasons = {row["customerID"]: [r["text"] for r in a["reasons"]] for row, a in zip(rows, explained, strict=True)}
     shown = table_rows(page)
-    probabilities = [float(p) for _, p, _, _ in shown]
+    probabilities = [float(p) for _, p, *_ in shown]
     assert probabilities == sorted(probabilities, reverse=True)
     assert sorted(customer for customer, *_ in shown) == sorted(expected)
-    for customer, probability, decision, churn in shown:
+    for customer, probability, decision, churn, main_reason in shown:
         assert float(probability) == expected[customer]["churn_probability"]
         assert churn == json.dumps(expected[customer]["churn"])
         assert decision == ("yes" if expected[customer]["churn"] else "no")
+        assert main_reason == reasons[customer][0]
     page.screenshot(path=tmp_path / "batch.png", full_page=True)
 
     with page.expect_download() as info:
@@ -275,11 +284,14 @@ def test_a_csv_of_50_customers_is_scored_sorted_and_downloadable(page, server_ur
     download.save_as(scored)
     with open(scored, newline="") as f:
         scored_rows = list(csv.DictReader(f))
-    assert list(scored_rows[0]) == [*rows[0], "churn_probability", "churn"]
+    assert list(scored_rows[0]) == [*rows[0], "churn_probability", "churn", "reason_1", "reason_2", "reason_3"]
     for row, scored_row, answer in zip(rows, scored_rows, answers, strict=True):
         assert {k: scored_row[k] for k in row} == row
         assert float(scored_row["churn_probability"]) == answer["churn_probability"]
         assert scored_row["churn"] == json.dumps(answer["churn"])
+        top_three = [scored_row[f"reason_{k}"] for k in (1, 2, 3)]
+        assert top_three == reasons[row["customerID"]] + [""] * (3 - len(reasons[row["customerID"]]))
+    assert sum(all(scored_row[f"reason_{k}"] for k in (1, 2, 3)) for scored_row in scored_rows) > 40
 
 
 def test_the_csv_parser_reads_quoted_fields_and_blank_totals(page, server_url, dataset_path, tmp_path):
@@ -335,3 +347,113 @@ def test_the_page_reads_at_phone_width(phone_page, dataset_path, tmp_path):
     )
     assert min(widths) > PHONE["width"] * 0.7
     page.screenshot(path=tmp_path / "phone.png", full_page=True)
+
+
+# ---- Why: the explanation chart
+
+
+def chart(page):
+    """(feature, contribution, side) of each bar of the chart, top to bottom."""
+    return page.locator("#contributions li").evaluate_all(
+        "rows => rows.map(r => [r.dataset.feature, Number(r.dataset.contribution), r.className])"
+    )
+
+
+def test_the_chart_shows_each_features_push_sorted_and_on_its_side(page, tmp_path):
+    page.locator("#predict-button").click()
+    wait_for_result(page)
+    expected = make_explainer(load_served_model(MODEL_FILE)).explain_one(SAMPLE_CUSTOMER)
+    toward_churn_first = sorted(expected["contributions"].items(), key=lambda item: -item[1])
+    expect(page.locator("#contributions li")).to_have_count(len(FEATURES))
+    assert chart(page) == [[name, c, "toward" if c > 0 else "away"] for name, c in toward_churn_first]
+    # The largest push toward churn (a one-month tenure) is the longest bar, right of the axis; the last bar is the
+    # largest push away from churn, left of it.
+    bars = page.locator("#contributions .chart-bar")
+    top, bottom = bars.first.bounding_box(), bars.last.bounding_box()
+    axis = page.locator("#contributions .chart-track").first.bounding_box()
+    centre = axis["x"] + axis["width"] / 2
+    assert top["x"] == pytest.approx(centre, abs=1) and top["width"] == pytest.approx(axis["width"] / 2, abs=1)
+    assert bottom["x"] + bottom["width"] == pytest.approx(centre, abs=1) and 0 < bottom["width"] < top["width"]
+    colours = bars.evaluate_all("bars => bars.map(b => getComputedStyle(b).backgroundColor)")
+    assert colours[0] != colours[-1]
+    first = page.locator("#contributions li").first
+    expect(first.locator(".chart-label")).to_have_text("tenure: 1")
+    expect(first.locator(".chart-value")).to_have_text(f"+{toward_churn_first[0][1]:.2f}")
+    expect(page.locator("#reasons li")).to_have_text([reason["text"] for reason in expected["reasons"]])
+    page.screenshot(path=tmp_path / "chart.png", full_page=True)
+
+    # Another customer redraws the chart; an error clears it, as it does the probability.
+    control(page, "contract").select_option(label="Two year")
+    page.locator("#predict-button").click()
+    expect(page.locator("#contributions li[data-feature='contract']")).to_have_class("away")
+    control(page, "tenure").fill("-1")
+    page.locator("#predict-button").click()
+    expect(page.locator("#explanation")).to_be_hidden()
+
+
+# ---- API keys (CHURN_API_KEYS): the page asks for one and keeps it for the tab
+
+API_KEY = "page-test-key-7Qx"
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("web-keys") / "server.log"
+    with running_server(waitress_command(port), port, env={"CHURN_API_KEYS": API_KEY}, log_path=log) as (url, _):
+        yield url
+
+
+@pytest.fixture
+def keyed_page(browser, keyed_server_url):
+    page = open_page(browser, keyed_server_url)
+    yield page
+    problems = page.problems
+    page.context.close()
+    assert problems == []
+
+
+def test_the_page_asks_for_a_key_and_keeps_it_for_the_tab(keyed_page, keyed_server_url, browser):
+    page = keyed_page
+    status, refusal = api(keyed_server_url, SAMPLE_CUSTOMER, "/explain")
+    assert status == 401
+    expect(page.locator("#key-section")).to_be_hidden()
+    page.locator("#predict-button").click()
+    expect(page.locator("#key-section")).to_be_visible()
+    expect(page.locator("#key-message")).to_have_text(refusal["error"])
+    expect(page.locator("#api-key")).to_be_focused()
+
+    # A wrong key is refused and asked for again; it is not kept.
+    page.locator("#api-key").fill("not-the-key")
+    page.locator("#key-button").click()
+    expect(page.locator("#key-message")).to_have_text("The API key is not valid")
+    assert page.evaluate("sessionStorage.getItem('churn-api-key')") is None
+
+    # The right key answers the pending request, sent as a bearer token.
+    page.locator("#api-key").fill(API_KEY)
+    with page.expect_request("**/explain") as sent:
+        page.locator("#key-button").click()
+    assert sent.value.headers["authorization"] == f"Bearer {API_KEY}"
+    probability, _ = wait_for_result(page)
+    answer = api(keyed_server_url, SAMPLE_CUSTOMER, Authorization=f"Bearer {API_KEY}")[1]
+    assert probability == answer["churn_probability"]
+    expect(page.locator("#key-section")).to_be_hidden()
+    # Kept for this tab's session only: not in localStorage or a cookie, and still there after a reload.
+    assert page.evaluate("sessionStorage.getItem('churn-api-key')") == API_KEY
+    assert page.evaluate("localStorage.length") == 0 and page.context.cookies() == []
+    page.reload()
+    page.locator("#predict-button").click()
+    wait_for_result(page)
+    expect(page.locator("#key-section")).to_be_hidden()
+
+    # Another browser session starts without it; cancelling shows the service's refusal as the form's error.
+    other = open_page(browser, keyed_server_url)
+    try:
+        other.locator("#predict-button").click()
+        expect(other.locator("#key-section")).to_be_visible()
+        other.locator("#key-cancel").click()
+        expect(other.locator("#key-section")).to_be_hidden()
+        expect(other.locator("#form-error")).to_have_text(refusal["error"])
+        assert other.problems == []
+    finally:
+        other.context.close()

@@ -1,26 +1,74 @@
 "use strict";
-// The page's behaviour: the form and the CSV upload both call POST /predict and show what it answers.
+// The page's behaviour: the form and the CSV upload both call POST /explain (the probability and why) and show
+// what it answers.
 (() => {
   const schema = JSON.parse(document.getElementById("schema").textContent);
-  const predictUrl = document.body.dataset.predictUrl;
+  const explainUrl = document.body.dataset.explainUrl;
   // churn.data.clean_text: the dataset's spelling of a name to the model's, which the form's controls use.
   const modelName = (text) => text.toLowerCase().replaceAll(" ", "_");
   const numericColumns = new Set(schema.filter((f) => f.numeric).flatMap((f) => [f.name, f.column]));
+  const columnOf = Object.fromEntries(schema.map((f) => [f.name, f.column]));
   const percent = (p) => `${(p * 100).toFixed(1)} %`;
 
-  async function predict(body) {
-    const response = await fetch(predictUrl, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(body),
+  // API key --------------------------------------------------------------------------------------------------------
+  // When the service has keys (CHURN_API_KEYS) it answers 401: the page asks for one, keeps it for this tab only,
+  // and sends it with every call.
+  const KEY_STORAGE = "churn-api-key";
+  const keySection = document.getElementById("key-section");
+  const keyForm = document.getElementById("key-form");
+  const keyInput = document.getElementById("api-key");
+  const keyMessage = document.getElementById("key-message");
+  let keyAnswer = null; // resolves the pending askForKey() with the key, or null when cancelled
+
+  function askForKey(message) {
+    keyMessage.textContent = message;
+    keyInput.value = "";
+    keySection.hidden = false;
+    keyInput.focus();
+    return new Promise((resolve) => {
+      keyAnswer = resolve;
     });
-    let data;
-    try {
-      data = await response.json();
-    } catch {
-      data = { error: `The service answered HTTP ${response.status} without a JSON body` };
+  }
+
+  function answerKey(key) {
+    keySection.hidden = true;
+    const resolve = keyAnswer;
+    keyAnswer = null;
+    if (resolve) resolve(key);
+  }
+
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = keyInput.value.trim();
+    if (!key) {
+      keyMessage.textContent = "Enter the key, or Cancel.";
+      keyInput.focus();
+      return;
     }
-    return { ok: response.ok, data };
+    sessionStorage.setItem(KEY_STORAGE, key);
+    answerKey(key);
+  });
+  document.getElementById("key-cancel").addEventListener("click", () => answerKey(null));
+
+  async function readJson(response) {
+    try {
+      return await response.json();
+    } catch {
+      return { error: `The service answered HTTP ${response.status} without a JSON body` };
+    }
+  }
+
+  async function explain(body) {
+    for (;;) {
+      const headers = { "Content-Type": "application/json", Accept: "application/json" };
+      const key = sessionStorage.getItem(KEY_STORAGE);
+      if (key) headers.Authorization = `Bearer ${key}`;
+      const response = await fetch(explainUrl, { method: "POST", headers, body: JSON.stringify(body) });
+      const data = await readJson(response);
+      if (response.status !== 401) return { ok: response.ok, data };
+      sessionStorage.removeItem(KEY_STORAGE); // refused: a stale key must not be sent again
+      if ((await askForKey(data.error)) === null) return { ok: false, data };
+    }
   }
 
   function describe(detail) {
@@ -45,6 +93,9 @@
   const result = document.getElementById("result");
   const resultText = document.getElementById("result-text");
   const resultBar = document.getElementById("result-bar");
+  const explanation = document.getElementById("explanation");
+  const reasonList = document.getElementById("reasons");
+  const chart = document.getElementById("contributions");
   const controls = [...form.querySelectorAll("input[name], select[name]")];
 
   function clearFormErrors() {
@@ -81,6 +132,57 @@
     decision.textContent = answer.churn ? "likely to churn" : "not likely to churn";
     resultText.append(decision);
     resultBar.style.width = `${p * 100}%`;
+    showExplanation(answer);
+  }
+
+  // The value a control shows: a category's label (the dataset's spelling), or the number typed.
+  function shownValue(name) {
+    const control = form.elements.namedItem(name);
+    return control.tagName === "SELECT" ? control.selectedOptions[0].textContent : control.value;
+  }
+
+  const signed = (x) => `${x > 0 ? "+" : x < 0 ? "\u2212" : ""}${Math.abs(x).toFixed(2)}`;
+
+  // A horizontal bar per feature, largest push toward churn first: toward churn to the right of the axis, away
+  // from it to the left, lengths relative to the largest. Plain elements and CSS, so no script or style comes
+  // from anywhere else (the page's Content-Security-Policy allows none).
+  function showExplanation(answer) {
+    const reasons = answer.reasons.map((reason) => {
+      const item = document.createElement("li");
+      item.textContent = reason.text;
+      return item;
+    });
+    if (!reasons.length) {
+      const item = document.createElement("li");
+      item.textContent = "Nothing pushes this customer toward churn more than the average customer.";
+      reasons.push(item);
+    }
+    reasonList.replaceChildren(...reasons);
+
+    const entries = Object.entries(answer.contributions).sort((a, b) => b[1] - a[1]);
+    const largest = Math.max(...entries.map(([, c]) => Math.abs(c))) || 1;
+    const rows = entries.map(([name, contribution]) => {
+      const row = document.createElement("li");
+      row.dataset.feature = name;
+      row.dataset.contribution = String(contribution);
+      row.className = contribution > 0 ? "toward" : "away";
+      const label = document.createElement("span");
+      label.className = "chart-label";
+      label.textContent = `${columnOf[name]}: ${shownValue(name)}`;
+      const track = document.createElement("span");
+      track.className = "chart-track";
+      const bar = document.createElement("span");
+      bar.className = "chart-bar";
+      bar.style.width = `${(Math.abs(contribution) / largest) * 50}%`;
+      track.append(bar);
+      const value = document.createElement("span");
+      value.className = "chart-value";
+      value.textContent = signed(contribution);
+      row.append(label, track, value);
+      return row;
+    });
+    chart.replaceChildren(...rows);
+    explanation.hidden = false;
   }
 
   function clearResult() {
@@ -89,6 +191,9 @@
     result.classList.remove("churn");
     resultText.textContent = "No prediction: see the errors above.";
     resultBar.style.width = "0";
+    explanation.hidden = true;
+    chart.replaceChildren();
+    reasonList.replaceChildren();
   }
 
   function showFieldErrors(data) {
@@ -117,7 +222,7 @@
     clearFormErrors();
     form.setAttribute("aria-busy", "true");
     try {
-      const { ok, data } = await predict(customerFromForm());
+      const { ok, data } = await explain(customerFromForm());
       if (ok) {
         showResult(data);
       } else {
@@ -221,7 +326,8 @@
       tr.dataset.probability = String(p);
       tr.dataset.churn = String(churn);
       if (churn) tr.className = "churn";
-      for (const text of [ids[i], percent(p), churn ? "yes" : "no"]) {
+      const mainReason = answers[i].reasons.length ? answers[i].reasons[0].text : "";
+      for (const text of [ids[i], percent(p), churn ? "yes" : "no", mainReason]) {
         const td = document.createElement("td");
         td.textContent = text;
         tr.append(td);
@@ -230,8 +336,12 @@
     }
     tbody.replaceChildren(rows);
 
-    const lines = [csvLine([...header, "churn_probability", "churn"])];
-    records.forEach((record, i) => lines.push(csvLine([...record, String(risk(i)), String(answers[i].churn)])));
+    const reasonColumns = ["reason_1", "reason_2", "reason_3"];
+    const lines = [csvLine([...header, "churn_probability", "churn", ...reasonColumns])];
+    records.forEach((record, i) => {
+      const reasons = reasonColumns.map((_, k) => answers[i].reasons[k]?.text ?? "");
+      lines.push(csvLine([...record, String(risk(i)), String(answers[i].churn), ...reasons]));
+    });
     if (download.href.startsWith("blob:")) URL.revokeObjectURL(download.href);
     download.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
     download.download = `${fileName.replace(/\.csv$/i, "")}-scored.csv`;
@@ -270,7 +380,7 @@
       const idColumn = header.indexOf("customerID");
       const ids = records.map((r, i) => (idColumn >= 0 ? r[idColumn] : `row ${i + 1}`));
       const customers = records.map((r) => Object.fromEntries(header.map((column, j) => [column, cell(column, r[j])])));
-      const { ok, data } = await predict(customers);
+      const { ok, data } = await explain(customers);
       if (!ok) {
         showBatchErrors(data, ids);
         fileInput.focus();

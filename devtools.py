@@ -1,0 +1,106 @@
+"""What the tests, bench/, loadtest/ and scripts/ share: the repository's files, the dataset's place, and the real
+servers (gunicorn, waitress) on a free loopback port, with gunicorn's workers found in /proc.
+
+Development only: it is not part of the image (.dockerignore) nor of the Elastic Beanstalk bundle (.ebignore).
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from churn.data import DATA_FILE_NAME, DataError, data_candidates, find_data
+
+ROOT = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+MODEL_FILE = ROOT / "model_C=1.0.bin"
+
+
+def dataset_path() -> Path:
+    """The real dataset, where train.py looks for it: $CHURN_DATA, else ../shared/data beside the clone, else data/."""
+    path = find_data()
+    if path is None:
+        candidates = ", ".join(str(p) for p in data_candidates())
+        raise DataError(f"the dataset {DATA_FILE_NAME} is not in any of {candidates} (make train fetches it)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, interval: float = 0.05) -> bool:
+    """Poll condition() until it is true or timeout seconds have passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if requests.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} was not ready within {timeout} s")
+
+
+def gunicorn_command(port: int, workers: int = 2, app: str = "predict:app") -> list[str]:
+    """gunicorn with the settings of gunicorn.conf.py (read from the working directory, ROOT) on 127.0.0.1:port."""
+    return [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), app]
+
+
+def waitress_command(port: int) -> list[str]:
+    return [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{port}", "predict:app"]
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM (a graceful stop) and wait; SIGKILL if it has not ended within timeout seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], port: int, env: dict | None = None, log_path: Path | None = None):
+    """Yield (base_url, process) once /health/ready answers 200; SIGTERM and wait at the end."""
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield url, process
+    finally:
+        stop(process)
+        if log_path:
+            log.close()
+
+
+def worker_pids(master_pid: int) -> set[int]:
+    """The master's children: gunicorn's workers."""
+    children = set()
+    for task in Path(f"/proc/{master_pid}/task").iterdir():
+        children.update(int(pid) for pid in (task / "children").read_text().split())
+    return children

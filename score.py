@@ -1,0 +1,96 @@
+"""Score a file of customers: every row with its churn probability, or rejected with the reason.
+
+python score.py INPUT [--output OUTPUT] [--model model_C=1.0.bin] [--id-column customerID]
+                      [--threshold 0.5] [--explain N] [--engine local|spark] [--master URL]
+
+INPUT is CSV or Parquet with the dataset's columns, in any spelling the API accepts (other columns are ignored).
+OUTPUT (default: beside INPUT, customers.csv -> customers.scored.csv) is CSV or Parquet by its name: the id column
+(or the row numbers when there is none), churn_probability, churn, and with --explain N reason_1..reason_N.
+Rows the API would refuse are not scored: OUTPUT's rejects file (customers.scored.rejects.csv) lists each problem
+with the row, id, field, value, message and what is allowed.
+--engine spark runs the same scorer on Spark: local[*], or the cluster spark-submit names (OUTPUT is then a folder).
+Exit status: 0 every row scored, 1 some rows rejected (the others are scored), 2 nothing scored (bad arguments,
+a missing column, an unreadable input or model).
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from churn.batch import InputError, Progress, default_output, score_file
+from churn.explain import MAX_REASONS, ExplanationUnavailable, make_explainer
+from churn.scoring import ModelLoadError, load_served_model
+
+MODEL_FILE = Path(__file__).resolve().parent / "model_C=1.0.bin"
+ALL_SCORED, SOME_REJECTED, FAILED = 0, 1, 2
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability from 0 to 1")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", type=Path, help="CSV or Parquet file of customers")
+    parser.add_argument("--output", type=Path, help="CSV or Parquet file (default: INPUT's name + .scored)")
+    parser.add_argument("--model", type=Path, default=MODEL_FILE, help=f"model file (default: {MODEL_FILE.name})")
+    parser.add_argument("--id-column", help="the customers' id column (default: customerID, in any spelling)")
+    parser.add_argument("--threshold", type=probability, default=0.5, help="churn is probability >= it (0.5)")
+    parser.add_argument(
+        "--explain", type=int, default=0, choices=range(MAX_REASONS + 1), metavar="N", help="add the top N reasons"
+    )
+    parser.add_argument("--engine", choices=("local", "spark"), default="local")
+    parser.add_argument(
+        "--master", help="Spark master (default: local[*], or the one spark-submit sets); with --engine spark"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    output = args.output or default_output(args.input)
+    try:
+        if args.engine == "spark":
+            from churn.spark import score_path  # pyspark is imported only here
+
+            summary = score_path(
+                args.input, output, args.model, args.threshold, args.id_column, args.explain, spark_master(args)
+            )
+        else:
+            compact_memory()
+            model = load_served_model(args.model)
+            explainer = make_explainer(model) if args.explain else None
+            summary = score_file(
+                args.input, output, model, args.threshold, args.id_column, explainer, args.explain, Progress()
+            )
+    except (InputError, ModelLoadError, ExplanationUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return FAILED
+    print(summary.line())
+    return SOME_REJECTED if summary.rejected else ALL_SCORED
+
+
+def compact_memory() -> None:
+    """Arrow's jemalloc pool, where it is built in: it gives freed chunks back, so peak memory stays flat however long
+    the input (the default mimalloc pool keeps more of them: a few percent more at 5,000,000 rows than at 100,000)."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:
+        pass
+
+
+def spark_master(args) -> str | None:
+    """--master, else the master spark-submit set (it starts Python with PYSPARK_GATEWAY_PORT), else local[*]."""
+    if args.master:
+        return args.master
+    return None if "PYSPARK_GATEWAY_PORT" in os.environ else "local[*]"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Explanations: exact against scikit-learn's log-odds and shap's LinearExplainer, on every row in both spellings."""
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from churn.explain import Explainer, ExplanationUnavailable, explanation_stats, global_explanation, make_explainer
+from churn.model import FEATURE_NAMES, encode, load_model, split
+from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
+from churn.scoring import load_served_model, sigmoid
+from churn.service import create_app
+from devtools import MODEL_FILE
+
+LOG_ODDS_TOLERANCE = 1e-12
+SHAP_TOLERANCE = 1e-9
+
+
+@pytest.fixture(scope="module")
+def reference(clean_df):
+    """The committed model as scikit-learn objects, the training split it was fitted on, and every row's log-odds."""
+    dv, model = load_model(MODEL_FILE)
+    X_train = encode(split(clean_df)[0], dv)
+    X_all = encode(clean_df, dv)
+    return dv, model, X_train, X_all, model.decision_function(X_all)
+
+
+@pytest.fixture(scope="module")
+def shap():
+    with warnings.catch_warnings():
+        # shap's colour maps, made at import, call matplotlib methods it plans to deprecate: not this project's
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        import shap
+    return shap
+
+
+@pytest.fixture(scope="module")
+def explainer(served_model):
+    return make_explainer(served_model)
+
+
+@pytest.fixture(scope="module")
+def spellings(raw_df, clean_df):
+    """Every row keyed by the model's names, categories as the model spells them and as the dataset does."""
+    clean = clean_df[FEATURE_NAMES].to_dict(orient="records")
+    dataset = [
+        {f.name: raw[f.column] if f.categorical else row[f.name] for f in FEATURES}
+        for raw, row in zip(raw_df.to_dict(orient="records"), clean, strict=True)
+    ]
+    assert dataset[0]["contract"] == "Month-to-month" and clean[0]["contract"] == "month-to-month"
+    return {"model": clean, "dataset": dataset}
+
+
+def log_odds(answers) -> np.ndarray:
+    return np.array([a["base_log_odds"] + sum(a["contributions"].values()) for a in answers])
+
+
+@pytest.mark.parametrize("spelling", ["model", "dataset"])
+def test_contributions_add_up_to_scikit_learns_log_odds(explainer, served_model, reference, spellings, spelling):
+    *_, decision = reference
+    customers = spellings[spelling]
+    batch = explainer.explain(customers)
+    assert len(batch) == 7043
+    assert np.abs(log_odds(batch) - decision).max() <= LOG_ODDS_TOLERANCE
+    # One customer at a time takes another code path (plain Python): the same answers to the bit.
+    assert [explainer.explain_one(customer) for customer in customers] == batch
+    # And the probability the explanation implies is the one /predict serves.
+    served = np.array(served_model.scorer.score_many(customers))
+    assert np.abs(np.array([sigmoid(z) for z in log_odds(batch)]) - served).max() <= LOG_ODDS_TOLERANCE
+    assert all(set(a["contributions"]) == set(FEATURE_NAMES) for a in batch)
+
+
+@pytest.mark.parametrize("spelling", ["model", "dataset"])
+def test_contributions_are_shaps_interventional_values(shap, explainer, reference, spellings, spelling):
+    dv, model, X_train, X_all, _ = reference
+    # The masker's own default would summarise the background with 100 sampled rows; the definition uses all of it.
+    shap_explainer = shap.LinearExplainer(model, shap.maskers.Independent(X_train, max_samples=len(X_train)))
+    assert shap_explainer.feature_perturbation == "interventional"
+    columns = np.asarray(shap_explainer.shap_values(X_all))
+    assert columns.shape == (7043, len(dv.feature_names_))
+    # A categorical feature's value is the sum over its one-hot columns.
+    feature_of_column = [name.split(dv.separator)[0] for name in dv.feature_names_]
+    expected = np.stack([columns[:, [c == name for c in feature_of_column]].sum(axis=1) for name in FEATURE_NAMES], 1)
+    answers = explainer.explain(spellings[spelling])
+    got = np.array([[a["contributions"][name] for name in FEATURE_NAMES] for a in answers])
+    assert np.abs(got - expected).max() <= SHAP_TOLERANCE
+    assert abs(explainer.base_log_odds - float(np.squeeze(shap_explainer.expected_value))) <= SHAP_TOLERANCE
+
+
+@pytest.mark.parametrize("spelling", ["model", "dataset"])
+def test_the_json_text_is_the_explanation_to_the_bit(explainer, spellings, spelling):
+    customers = spellings[spelling]
+    expected = explainer.explain(customers)
+    assert [json.loads(text) for text in explainer.explain_json(customers)] == expected
+    single = [json.loads(explainer.explain_json([c])[0]) for c in customers[:500]]
+    assert single == expected[:500]
+    # After members of the caller's own (the service's prediction), each answer is still one object.
+    leading = [f'"customerID":{i},"churn":true' for i in range(len(customers))]
+    led = [json.loads(text) for text in explainer.explain_json(customers, leading)]
+    assert led == [{"customerID": i, "churn": True, **e} for i, e in enumerate(expected)]
+    assert json.loads(explainer.explain_json(customers[:1], leading[:1])[0]) == led[0]
+
+
+def test_reasons_are_the_largest_pushes_toward_churn(explainer, spellings):
+    counts = {0: 0, 1: 0, 2: 0, 3: 0}
+    for customer, answer in zip(spellings["dataset"], explainer.explain(spellings["dataset"]), strict=True):
+        contributions = answer["contributions"]
+        toward_churn = sorted((c, name) for name, c in contributions.items() if c > 0)[::-1][:3]
+        reasons = answer["reasons"]
+        assert [(r["contribution"], r["feature"]) for r in reasons] == toward_churn
+        for reason in reasons:
+            feature = next(f for f in FEATURES if f.name == reason["feature"])
+            value = customer[feature.name]
+            # The value as the model spells it, whatever spelling came in.
+            model_value = feature.clean_values[feature.values.index(value)] if feature.categorical else value
+            assert reason["value"] == model_value
+            assert reason["text"].endswith("the churn risk")
+        counts[len(reasons)] += 1
+    assert counts[3] > 6000 and counts[0] == 0
+
+
+def test_the_course_customer_is_explained_as_a_marketer_reads_it(explainer):
+    answer = explainer.explain_one(SAMPLE_CUSTOMER)
+    assert [(r["feature"], r["value"], r["text"]) for r in answer["reasons"]] == [
+        ("tenure", 1, "A short tenure (1 month) raises the churn risk"),
+        ("contract", "month-to-month", "A month-to-month contract raises the churn risk"),
+        ("monthlycharges", 29.85, "Low monthly charges ($29.85) raise the churn risk"),
+    ]
+    # Negative contributions lower the risk: a DSL line against the average customer's fiber optic odds.
+    assert answer["contributions"]["internetservice"] < 0
+
+
+def test_every_category_and_integer_reads_as_a_sentence(explainer):
+    for j, feature in enumerate(FEATURES):
+        if feature.categorical:
+            sentences = {explainer.reason(j, value, 1.0)["text"] for value in feature.accepted_values}
+            assert len(sentences) == len(feature.values), feature.name  # one per category, either spelling
+        elif feature.integer:
+            low, high = (explainer.reason(j, x, 1.0)["text"] for x in (int(feature.minimum), int(feature.maximum)))
+            assert low != high
+
+
+def test_global_explanation_is_the_models_weights(served_model, reference):
+    dv, model, *_ = reference
+    card = global_explanation(served_model.scorer)
+    assert card["intercept"] == model.intercept_[0]
+    coef = dict(zip(dv.feature_names_, model.coef_[0], strict=True))
+    flat = {}
+    for name, weight in card["weights"].items():
+        if isinstance(weight, dict):
+            flat |= {f"{name}{dv.separator}{value}": w for value, w in weight.items()}
+        else:
+            flat[name] = weight
+    assert flat == coef
+    json.dumps(card)  # it goes into /model's JSON as it is
+
+
+def test_train_py_writes_the_training_splits_means(train_run, clean_df, reference):
+    dv, *_ = reference
+    written = json.loads(train_run.model.with_name(train_run.model.name + ".json").read_text())["explanation"]
+    full_train = split(clean_df)[0]
+    assert written["rows"] == len(full_train) == 5634
+    for feature in FEATURES:
+        mean = written["means"][feature.name]
+        if feature.categorical:
+            shares = full_train[feature.name].value_counts(normalize=True)
+            assert mean == pytest.approx({v: shares.get(v, 0.0) for v in feature.clean_values}, rel=1e-12, abs=0)
+        else:  # pandas sums in another order: the last digits may differ
+            assert mean == pytest.approx(full_train[feature.name].mean(), rel=1e-12, abs=0)
+    # The committed model's file carries the same statistics, so its /explain is current.
+    committed = json.loads(MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text())["explanation"]
+    assert committed == written == explanation_stats(dv, encode(full_train, dv))
+
+
+def copy_model(tmp_path, metrics: dict | None):
+    path = tmp_path / "model.bin"
+    shutil.copy(MODEL_FILE, path)
+    if metrics is not None:
+        path.with_name("model.bin.json").write_text(json.dumps(metrics))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("no metrics file", "is missing"),
+        ("metrics from before explanations", "has no explanation statistics"),
+        ("statistics of other features", "do not match the model's features"),
+        ("statistics that are not numbers", "are not all finite numbers"),
+    ],
+)
+def test_a_model_without_statistics_still_predicts_and_says_how_to_explain(tmp_path, case, problem):
+    metrics = json.loads(MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text())
+    if case == "no metrics file":
+        metrics = None
+    elif case == "metrics from before explanations":
+        del metrics["explanation"]
+    elif case == "statistics of other features":
+        del metrics["explanation"]["means"]["contract"]["two_year"]
+    else:
+        metrics["explanation"]["means"]["tenure"] = "32"
+    model = load_served_model(copy_model(tmp_path, metrics))
+    with pytest.raises(ExplanationUnavailable) as caught:
+        make_explainer(model)
+    message = str(caught.value)
+    assert "model.bin.json" in message and problem in message and "python train.py" in message
+    client = create_app(model).test_client()
+    response = client.post("/predict", json=SAMPLE_CUSTOMER)
+    assert response.status_code == 200 and 0 < response.get_json()["churn_probability"] < 1
+    refusal = client.post("/explain", json=SAMPLE_CUSTOMER)
+    assert 400 <= refusal.status_code < 500 and refusal.get_json()["error"] == message
+
+
+@pytest.mark.parametrize("spelling", ["model", "dataset"])
+def test_the_service_answers_the_explanation_with_predicts_probability(client, explainer, spellings, spelling):
+    customers = spellings[spelling]
+    explained = client.post("/explain", json=customers).get_json()
+    predicted = client.post("/predict", json=customers).get_json()
+    assert len(explained) == len(predicted) == 7043
+    assert [{k: a[k] for k in ("churn_probability", "churn")} for a in explained] == predicted
+    expected = explainer.explain(customers)
+    assert [{k: a[k] for k in ("base_log_odds", "contributions", "reasons")} for a in explained] == expected
+    single = client.post("/explain", json=customers[0]).get_json()
+    assert single == explained[0]
+
+
+def test_the_statistics_stay_out_of_the_training_metrics(served_model):
+    assert "explanation" not in served_model.training
+    assert Explainer(served_model.scorer, served_model.explanation).base_log_odds < 0  # most customers stay
+
+
+@pytest.mark.parametrize("name", ["monthlycharges", "totalcharges"])
+def test_number_sentences_need_no_json_escaping(explainer, name):
+    """explain_json writes a charge's sentence between quotes as it is: it must hold nothing JSON escapes."""
+    feature = FEATURES_BY_NAME[name]
+    j = explainer.names.index(name)
+    for value in (0, 0.004, 0.005, 1, 29.85, 999.999, 1234567.891, feature.maximum):
+        sentence = explainer.number_sentence(j, value)
+        assert json.dumps(sentence) == f'"{sentence}"', sentence

@@ -1,0 +1,363 @@
+"""The service as Elastic Beanstalk runs it: real nginx, with the platform's nginx.conf (the project's copy,
+tests/nginx/eb-default-nginx.conf) and the project's .platform/nginx files, in front of real gunicorn.
+
+nginx runs as the current user from a temporary folder; `make test` installs it (scripts/install_debian.sh).
+"""
+
+import contextlib
+import getpass
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from churn.service import Settings
+from devtools import ROOT, free_port, gunicorn_command, running_server
+
+pytestmark = pytest.mark.nginx
+
+PLATFORM_CONF_D = ROOT / ".platform" / "nginx" / "conf.d"
+PLATFORM_NGINX_CONF = Path(__file__).parent / "nginx" / "eb-default-nginx.conf"
+MAX_BODY_BYTES = Settings().max_body_bytes
+JSON = {"Content-Type": "application/json"}
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+TEMP_PATH_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if found is None:
+        pytest.fail("nginx is not installed: `make test` installs it (scripts/install_debian.sh)")
+    return found
+
+
+@dataclass
+class Proxy:
+    url: str
+    port: int
+    directory: Path
+
+    def error_log(self) -> str:
+        return (self.directory / "logs" / "error.log").read_text()
+
+
+@contextlib.contextmanager
+def running_nginx(directory: Path, upstream_port: int):
+    """Yield a Proxy once nginx listens: the platform's nginx.conf, and conf.d/ laid out as the platform lays it."""
+    port = free_port()
+    for folder in ("logs", "temp"):
+        (directory / folder).mkdir(parents=True)
+    conf_d = directory / "conf.d"
+    shutil.copytree(PLATFORM_CONF_D, conf_d)
+    # What the platform writes itself: the container's address (the first EXPOSEd port) as `upstream docker`.
+    (conf_d / "elasticbeanstalk-nginx-docker-upstream.conf").write_text(
+        f"upstream docker {{\n    server 127.0.0.1:{upstream_port};\n    keepalive 256;\n}}\n"
+    )
+    # Test only: temporary files in the test's folder, not the package's /var/lib/nginx.
+    (conf_d / "test_temp_paths.conf").write_text(
+        "".join(f"{kind}_temp_path {directory / 'temp' / kind};\n" for kind in TEMP_PATH_KINDS)
+    )
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        PLATFORM_NGINX_CONF.read_text()
+        .replace("@USER@", getpass.getuser())
+        .replace("@PREFIX@", str(directory))
+        .replace("@PORT@", str(port))
+    )
+    command = [nginx_binary(), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "logs" / "error.log")]
+    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
+    assert checked.returncode == 0, f"nginx refuses the configuration:\n{checked.stderr}"
+    process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, f"nginx exited with {process.returncode}: {process.stderr.read()}"
+            with contextlib.suppress(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+                break
+            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+            time.sleep(0.05)
+        yield Proxy(f"http://127.0.0.1:{port}", port, directory)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory):
+    """(base URL, its log file): real gunicorn with the project's gunicorn.conf.py."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with running_server(gunicorn_command(port), port, log_path=log) as (url, _):
+        yield url, log
+
+
+@pytest.fixture(scope="module")
+def service(gunicorn) -> str:
+    return gunicorn[0]
+
+
+@pytest.fixture(scope="module")
+def proxy(service, tmp_path_factory):
+    with running_nginx(tmp_path_factory.mktemp("nginx"), int(service.rsplit(":", 1)[1])) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def customers(raw_df) -> list[dict]:
+    """The dataset's rows as customers, in its own spelling, as pandas reads them: a blank TotalCharges stays " "."""
+    return raw_df.drop(columns=["Churn"]).to_dict("records")
+
+
+def one_customer_body(customer: dict, size: int) -> bytes:
+    """A batch of one customer, padded with JSON whitespace to exactly `size` bytes."""
+    core = json.dumps(customer).encode()
+    return b"[" + b" " * (size - len(core) - 2) + core + b"]"
+
+
+def raw_exchange(port: int, request: bytes) -> http.client.HTTPResponse:
+    """Send bytes as they are (no client would send these) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        response.body = response.read()
+        return response
+
+
+def assert_json_error(status: int, content_type: str, body: bytes) -> dict:
+    assert content_type == "application/json", (status, content_type, body[:300])
+    error = json.loads(body)
+    assert set(error) == {"error", "detail"} and error["error"] and error["detail"] == [], error
+    return error
+
+
+# ---- What the issue found: a 10,000-customer batch, the README's limit, refused by nginx's 1 MB default
+
+
+def test_a_batch_of_10000_customers_in_the_datasets_spelling_passes_the_proxy(customers, proxy, service):
+    batch = [customers[i % len(customers)] for i in range(10_000)]
+    assert any(customer["TotalCharges"] == " " for customer in batch)
+    body = json.dumps(batch).encode()
+    assert len(body) > 4 * 1024 * 1024  # nginx refuses past 1 MiB by default
+    answer = requests.post(f"{proxy.url}/predict", data=body, headers=JSON, timeout=60)
+    assert answer.status_code == 200, answer.text[:500]
+    answers = answer.json()
+    assert len(answers) == 10_000
+    assert all(0 <= a["churn_probability"] <= 1 for a in answers)
+    # The proxy hands over the service's answer as it is.
+    assert answer.content == requests.post(f"{service}/predict", data=body, headers=JSON, timeout=60).content
+
+
+def test_a_body_at_the_limit_passes_and_one_byte_more_gets_the_services_413_from_nginx(customers, proxy, client):
+    at_limit = one_customer_body(customers[0], MAX_BODY_BYTES)
+    answer = requests.post(f"{proxy.url}/predict", data=at_limit, headers=JSON, timeout=60)
+    assert answer.status_code == 200, answer.text[:500]
+    assert len(answer.json()) == 1
+
+    over = one_customer_body(customers[0], MAX_BODY_BYTES + 1)
+    refused = requests.post(f"{proxy.url}/predict", data=over, headers=JSON, timeout=60)
+    assert refused.status_code == 413
+    assert_json_error(413, refused.headers["Content-Type"], refused.content)
+    # nginx refused it from its Content-Length, before any of it reached the service...
+    assert f"client intended to send too large body: {MAX_BODY_BYTES + 1} bytes" in proxy.error_log()
+    # ...with the very answer the service gives.
+    own = client.post("/predict", data=over, content_type="application/json")
+    assert own.status_code == 413
+    assert refused.json() == own.get_json()
+
+
+def test_http_client_reads_the_json_413_of_a_20_mb_body(proxy):
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        connection.request("POST", "/predict", body=b"[" + b" " * 20_000_000 + b"]", headers=JSON)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 413
+    error = assert_json_error(413, response.getheader("Content-Type"), body)
+    assert error["error"] == f"The body is larger than {MAX_BODY_BYTES} bytes"
+
+
+def test_requests_reads_the_json_413_of_a_20_mb_body_with_or_without_content_length(proxy):
+    chunk = b" " * (1024 * 1024)
+    for body in (b"[" + chunk * 20 + b"]", (chunk for _ in range(20))):  # bytes, then a generator: chunked
+        refused = requests.post(f"{proxy.url}/predict", data=body, headers=JSON, timeout=60)
+        assert refused.status_code == 413
+        assert_json_error(413, refused.headers["Content-Type"], refused.content)
+
+
+# ---- Request IDs
+
+
+def test_the_clients_request_id_reaches_the_service_and_comes_back(customers, proxy, gunicorn):
+    _, log = gunicorn
+    sent = "nginx-test.42:a_b"
+    answer = requests.post(f"{proxy.url}/predict", json=customers[0], headers={"X-Request-ID": sent}, timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["X-Request-ID"] == sent
+    # The service logged the request under the client's ID (its access line may follow the answer by a moment).
+    deadline = time.monotonic() + 5
+    while f'"request_id":"{sent}"' not in log.read_text():
+        assert time.monotonic() < deadline, "the service's log has no line with the client's request ID"
+        time.sleep(0.05)
+
+
+def test_without_a_request_id_one_is_made_and_comes_back(proxy):
+    ids = [requests.get(f"{proxy.url}/health/ready", timeout=10).headers["X-Request-ID"] for _ in range(2)]
+    assert all(GENERATED_ID.fullmatch(i) for i in ids) and ids[0] != ids[1]
+
+
+def test_nginx_own_answers_carry_the_request_id(proxy):
+    over = b" " * (MAX_BODY_BYTES + 1)
+    sent = requests.post(f"{proxy.url}/predict", data=over, headers={**JSON, "X-Request-ID": "mine-1"}, timeout=30)
+    assert (sent.status_code, sent.headers["X-Request-ID"]) == (413, "mine-1")
+    made = requests.post(f"{proxy.url}/predict", data=over, headers=JSON, timeout=30)
+    assert made.status_code == 413 and GENERATED_ID.fullmatch(made.headers["X-Request-ID"])
+    # One the service would not accept is replaced, as the service replaces it.
+    invalid = requests.post(f"{proxy.url}/predict", data=over, headers={**JSON, "X-Request-ID": "a b"}, timeout=30)
+    assert invalid.status_code == 413 and GENERATED_ID.fullmatch(invalid.headers["X-Request-ID"])
+
+
+# ---- Errors: the service's pass through untouched; nginx's own are JSON
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [("GET", "/no-such-endpoint", None), ("POST", "/predict", b"{not json"), ("POST", "/predict", b'{"tenure": -1}')],
+)
+def test_the_services_own_errors_pass_through_untouched(proxy, service, method, path, body):
+    via_proxy = requests.request(method, proxy.url + path, data=body, headers=JSON, timeout=10)
+    direct = requests.request(method, service + path, data=body, headers=JSON, timeout=10)
+    assert via_proxy.status_code == direct.status_code >= 400
+    assert via_proxy.headers["Content-Type"] == direct.headers["Content-Type"]
+    assert via_proxy.json() == direct.json()
+
+
+LONG = "a" * 9000  # past large_client_header_buffers' 8 KiB
+
+
+@pytest.mark.parametrize(
+    "status, request_bytes",
+    [
+        (400, b"NOT HTTP AT ALL\r\n\r\n"),
+        (400, b"GET /health/ready HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+        (414, f"GET /{LONG} HTTP/1.1\r\nHost: x\r\n\r\n".encode()),
+        (431, f"GET /health/ready HTTP/1.1\r\nHost: x\r\nX-Long: {LONG}\r\n\r\n".encode()),
+        (405, b"TRACE /health/ready HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (501, b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        (505, b"GET /health/ready HTTP/2.5\r\nHost: x\r\n\r\n"),
+        (404, b"GET /_proxy_error HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ],
+    ids=["garbage", "two-lengths", "long-url", "long-header", "trace", "transfer-encoding", "http-version", "internal"],
+)
+def test_nginx_own_errors_are_json(proxy, status, request_bytes):
+    response = raw_exchange(proxy.port, request_bytes)
+    assert response.status == status, response.body[:300]
+    assert_json_error(status, response.getheader("Content-Type"), response.body)
+    assert GENERATED_ID.fullmatch(response.getheader("X-Request-ID", ""))
+
+
+def test_with_gunicorn_stopped_nginx_answers_a_json_502(tmp_path, customers):
+    port = free_port()
+    with running_nginx(tmp_path, port) as stopped:
+        with running_server(gunicorn_command(port), port):
+            assert requests.get(f"{stopped.url}/health/ready", timeout=10).status_code == 200
+        request_id = {"X-Request-ID": "after-stop"}
+        for answer in (
+            requests.get(f"{stopped.url}/health/ready", headers=request_id, timeout=10),
+            requests.post(f"{stopped.url}/predict", json=customers[0], headers=request_id, timeout=10),
+        ):
+            assert answer.status_code in (502, 503)
+            error = assert_json_error(answer.status_code, answer.headers["Content-Type"], answer.content)
+            assert "try again" in error["error"]
+            assert answer.headers["X-Request-ID"] == "after-stop"
+
+
+# ---- Slow clients
+
+
+def test_sixty_clients_sending_their_bodies_a_byte_at_a_time_do_not_delay_a_normal_request(customers, proxy):
+    body = json.dumps(customers[0]).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    slow = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10) for _ in range(60)]
+    normal = {}
+
+    def normal_request():
+        start = time.perf_counter()
+        answer = requests.post(f"{proxy.url}/predict", json=customers[1], timeout=10)
+        normal.update(status=answer.status_code, seconds=time.perf_counter() - start)
+
+    try:
+        for connection in slow:
+            connection.sendall(head)
+        # 6 s of one byte per client every 0.1 s; the normal request goes out in the middle of it.
+        other = threading.Thread(target=normal_request)
+        sent, start = 0, time.monotonic()
+        while time.monotonic() - start < 6:
+            if sent == 20:
+                other.start()
+            for connection in slow:
+                connection.sendall(body[sent : sent + 1])
+            sent += 1
+            time.sleep(0.1)
+        other.join(timeout=10)
+        # Functional, not a benchmark: the bound is generous (a prediction takes milliseconds).
+        assert normal.get("status") == 200, normal
+        assert normal["seconds"] < 2, normal
+        # The slow clients were all still sending: none had an answer yet.
+        assert sent < len(body)
+        assert select.select(slow, [], [], 0)[0] == []
+        for connection in slow:
+            connection.sendall(body[sent:])
+        statuses = []
+        for connection in slow:
+            response = http.client.HTTPResponse(connection)
+            response.begin()
+            response.read()
+            statuses.append(response.status)
+        assert statuses == [200] * 60
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+# ---- Timeouts: the configuration's numbers, in the order the comments in churn_server.conf explain
+
+
+def seconds(value: str) -> int:
+    return int(value.removesuffix("s"))
+
+
+def test_timeouts_are_ordered_gunicorn_then_nginx_then_the_load_balancer():
+    server_conf = (PLATFORM_CONF_D / "elasticbeanstalk" / "churn_server.conf").read_text()
+    directives = dict(re.findall(r"^\s*(\w+)\s+([^;{]+);", server_conf, re.MULTILINE))
+    gunicorn_timeout = int(re.search(r'GUNICORN_TIMEOUT", "(\d+)"', (ROOT / "gunicorn.conf.py").read_text())[1])
+    # The load balancer's idle timeout: 60 s unless .ebextensions sets aws:elbv2:loadbalancer IdleTimeout.
+    idle = 60
+    for path in (ROOT / ".ebextensions").glob("*.config"):
+        settings = (yaml.safe_load(path.read_text()) or {}).get("option_settings") or {}
+        if isinstance(settings, dict):
+            idle = int(settings.get("aws:elbv2:loadbalancer", {}).get("IdleTimeout", idle))
+    read, send = seconds(directives["proxy_read_timeout"]), seconds(directives["proxy_send_timeout"])
+    assert gunicorn_timeout < read < idle and send < idle
+    assert seconds(directives["keepalive_timeout"]) > idle

@@ -1,0 +1,111 @@
+"""churn.spark on real Spark in local mode: the dataset as scikit-learn scores it, the same rejects as the local
+engine, score.py --engine spark in process and under spark-submit."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.batch import InputError, score_file
+from churn.model import load_model, predict
+from churn.spark import read_frame, score_frame, score_path, session
+from tests.conftest import MODEL_FILE, ROOT
+from tests.test_batch import TOLERANCE, read_text_csv, write_bad_rows
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def spark():
+    spark = session("local[2]")
+    spark.conf.set("spark.sql.shuffle.partitions", "2")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def bad_rows(tmp_path_factory, dataset_path, served_model):
+    """The bad-rows file of tests/test_batch.py, and what the local engine makes of it."""
+    folder = tmp_path_factory.mktemp("bad")
+    write_bad_rows(read_text_csv(dataset_path), folder / "customers.csv")
+    summary = score_file(folder / "customers.csv", folder / "local.csv", served_model)
+    assert (summary.read, summary.scored, summary.rejected) == (20, 15, 5)
+    scores = pd.read_csv(folder / "local.csv", dtype={"customerID": str})
+    rejects = read_text_csv(folder / "local.rejects.csv").drop(columns=["row"])
+    return folder / "customers.csv", scores, rejects
+
+
+def parts(folder: Path, read) -> pd.DataFrame:
+    """A folder Spark wrote, as one frame."""
+    return pd.concat([read(part) for part in sorted(folder.glob("part-*"))], ignore_index=True)
+
+
+def rows(df: pd.DataFrame) -> list:
+    return sorted(df.fillna("").astype(str).values.tolist())
+
+
+def test_probabilities_equal_predict_proba(spark, dataset_path, raw_df, clean_df):
+    df = read_frame(spark, dataset_path)
+    scored, rejected = score_frame(df, MODEL_FILE)
+    kept = [c for c in df.columns if c != "Churn"]  # the label, which Spark cannot tell from churn
+    assert scored.columns == kept + ["churn_probability", "churn"]
+    assert rejected.count() == 0
+    got = dict(scored.select("customerID", "churn_probability").collect())
+    probabilities = np.array([got[customer] for customer in raw_df["customerID"]])
+    dv, model = load_model(MODEL_FILE)
+    assert np.abs(probabilities - predict(clean_df, dv, model)).max() <= TOLERANCE
+
+
+def test_rejects_and_scores_equal_the_local_engines(spark, served_model, bad_rows):
+    path, local_scores, local_rejects = bad_rows
+    scored, rejected = score_frame(read_frame(spark, path), served_model, keep=["customerID"])
+    assert rows(rejected.toPandas()) == rows(local_rejects)
+    spark_scores = scored.toPandas().set_index("customerID").loc[local_scores["customerID"]]
+    assert spark_scores["churn_probability"].tolist() == local_scores["churn_probability"].tolist()
+    assert spark_scores["churn"].tolist() == local_scores["churn"].tolist()
+
+
+def test_reasons_equal_the_local_engines(spark, tmp_path, dataset_path, served_model):
+    from churn.explain import make_explainer
+
+    explainer = make_explainer(served_model)
+    assert score_file(dataset_path, tmp_path / "local.csv", served_model, explainer=explainer, reasons=2).scored == 7043
+    scored, _ = score_frame(read_frame(spark, dataset_path), served_model, keep=["customerID"], reasons=2)
+    assert rows(scored.toPandas()) == rows(pd.read_csv(tmp_path / "local.csv", dtype={"customerID": str}))
+
+
+def test_a_missing_column_fails_before_any_job(spark, dataset_path):
+    df = read_frame(spark, dataset_path).drop("Contract")
+    with pytest.raises(InputError, match="no column for Contract"):
+        score_frame(df, MODEL_FILE)
+
+
+def test_score_path_writes_both_folders(spark, tmp_path, bad_rows):
+    path, local_scores, local_rejects = bad_rows
+    summary = score_path(path, tmp_path / "scores.parquet", MODEL_FILE, master="local[2]")
+    assert (summary.read, summary.scored, summary.rejected) == (20, 15, 5)
+    scores = parts(tmp_path / "scores.parquet", pd.read_parquet).set_index("customerID")
+    probabilities = scores.loc[local_scores["customerID"], "churn_probability"]
+    assert probabilities.tolist() == local_scores["churn_probability"].tolist()
+    rejects = parts(tmp_path / "scores.rejects.csv", lambda part: pd.read_csv(part, dtype=str, keep_default_na=False))
+    assert rows(rejects) == rows(local_rejects)
+
+
+def test_spark_submit_runs_score_py(tmp_path, bad_rows):
+    """The cluster command of the README, with a local master: spark-submit sets it, score.py takes it."""
+    path, local_scores, _ = bad_rows
+    command = [Path(sys.executable).parent / "spark-submit", "--master", "local[2]"]
+    for setting in ("spark.driver.host=127.0.0.1", "spark.driver.bindAddress=127.0.0.1", "spark.ui.enabled=false"):
+        command += ["--conf", setting]
+    command += ["score.py", "--engine", "spark", path, "--output", tmp_path / "scores.csv"]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    run = subprocess.run(list(map(str, command)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.stdout.splitlines()[-1].startswith("20 rows read, 15 scored, 5 rejected in "), run.stdout
+    scores = parts(tmp_path / "scores.csv", lambda part: pd.read_csv(part, dtype={"customerID": str}))
+    assert scores["customerID"].tolist() == local_scores["customerID"].tolist()
+    assert scores["churn_probability"].tolist() == local_scores["churn_probability"].tolist()
