@@ -14,7 +14,15 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from churn import metrics
-from churn.schema import MAX_DETAILS, Problems, clean_customer, exact_acceptors, exact_spelling
+from churn.schema import (
+    FEATURES,
+    MAX_DETAILS,
+    MAX_FIELDS,
+    Problems,
+    clean_customer,
+    exact_acceptors,
+    exact_spelling,
+)
 
 JSON_WHITESPACE = b" \t\r\n"
 READ_BLOCK = 1 << 16
@@ -101,10 +109,21 @@ class CustomerEndpoint:
         if isinstance(body, Answer):
             return body
         many = body.lstrip(JSON_WHITESPACE)[:1] == b"["
-        customers = self.validate(body, many)
+        customers = self.accept_exact(body, many)
         if isinstance(customers, Answer):
             return customers
-        body, probabilities = self.answer(customers, many)
+        answered = None
+        if customers is not None:
+            try:
+                answered = self.answer(customers, many)
+            except KeyError:  # a field missing: the fast acceptor leaves that to the cleaning, which words it
+                pass
+        if answered is None:
+            customers = self.clean(body, many)
+            if isinstance(customers, Answer):
+                return customers
+            answered = self.answer(customers, many)
+        body, probabilities = answered
         metrics.PREDICTIONS.inc(len(probabilities))
         if len(probabilities) == 1:
             metrics.PROBABILITY.observe(probabilities[0])
@@ -147,20 +166,30 @@ class CustomerEndpoint:
     def too_large(self) -> Answer:
         return refuse(413, f"The body is larger than {self.max_body_bytes} bytes")
 
-    def validate(self, body: bytes, many: bool) -> list[dict] | Answer:
-        """The customers as the model reads them, or the error answer.
+    def accept_exact(self, body: bytes, many: bool) -> list[dict] | Answer | None:
+        """The customers, if a fast acceptor takes the body; None when it cannot; or the answer to invalid JSON.
 
-        A fast acceptor takes the model's or the dataset's exact spelling; anything it cannot take (another or a
-        mixed spelling, numbers as text, an error) is parsed once more and cleaned customer by customer, which
-        words every error and counts them all, describing at most MAX_DETAILS.
+        One acceptor takes the model's spelling and one the dataset's, each exactly; anything else (another or a
+        mixed spelling, numbers as text, an error) is left to clean(). Their fields are not required: pydantic
+        words a missing field with the whole object as its input, which costs as much as the object is large.
         """
         accept = self.acceptors[exact_spelling(body), many]
         try:
             return accept(body) if many else [accept(body)]
         except ValidationError as e:
-            first = e.errors(include_url=False, include_input=False, include_context=False)[0]
-            if first["type"] == "json_invalid":
-                return refuse(400, f"The body is not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}")
+            # Invalid JSON is then the one error; a body with a million unknown keys has a million, never listed,
+            # and more errors than a customer of MAX_FIELDS fields can have are a customer of too many fields.
+            if e.error_count() > MAX_FIELDS + len(FEATURES):
+                return refuse(422, f"A customer has at most {MAX_FIELDS} fields")
+            if e.error_count() == 1:
+                first = e.errors(include_url=False, include_input=False, include_context=False)[0]
+                if first["type"] == "json_invalid":
+                    return refuse(400, f"The body is not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}")
+        return None
+
+    def clean(self, body: bytes, many: bool) -> list[dict] | Answer:
+        """The customers cleaned one by one with the schema's rule, which words every error and counts them all,
+        describing at most MAX_DETAILS; or the error answer."""
         data = from_json(body)
         problems = Problems()
         if many:

@@ -2,7 +2,7 @@
 
 from pydantic import TypeAdapter
 
-from churn.schema import BLANK_TEXT, FEATURES, ID_COLUMN, MAX_DETAILS, SAMPLE_CUSTOMER, Feature, Prediction
+from churn.schema import BLANK_TEXT, FEATURES, ID_COLUMN, MAX_DETAILS, MAX_FIELDS, SAMPLE_CUSTOMER, Feature, Prediction
 
 REF = "#/components/schemas/{model}"
 # The service's REQUEST_ID pattern (tests check they agree).
@@ -114,6 +114,7 @@ CUSTOMER = {
     # two spellings of one field must agree, so a pattern would declare valid what the service refuses.
     "properties": {**{f.name: value_schema(f) for f in FEATURES}, ID_COLUMN: ID_SCHEMA},
     "required": [f.name for f in FEATURES],
+    "maxProperties": MAX_FIELDS,
 }
 
 MODEL_CARD = {

@@ -194,6 +194,9 @@ ID_NAME = clean_text(ID_COLUMN)
 _FEATURE_OF = {spelling: f for f in FEATURES for spelling in (f.name, f.column)}
 _FEATURE_OF_CLEAN = {f.name: f for f in FEATURES}
 MAX_DETAILS = 100  # error details in one answer; the counts beside them say how many there were in all
+# Fields in one customer: far more than any export of customer records has, and a bound on the work an object of
+# unknown keys can cost (each is looked up under the training's cleaning).
+MAX_FIELDS = 1000
 
 
 def feature_for(key: str) -> Feature | None:
@@ -228,6 +231,8 @@ def clean_customer(obj, problems: Problems, index: int | None = None) -> dict | 
     errors_before = problems.errors
     if not isinstance(obj, dict):
         problems.add(_at(index, error_detail(None, "A customer must be a JSON object")))
+    elif len(obj) > MAX_FIELDS:
+        problems.add(_at(index, error_detail(None, f"A customer has at most {MAX_FIELDS} fields, not {len(obj)}")))
     else:
         customer, sent_as = {}, {}
         for key, value in obj.items():
@@ -300,7 +305,8 @@ def _text_as_number(feature: Feature):
 
 def _exact_customer(spelling: str) -> type:
     names = {f.name: (f.column if spelling == "dataset" else f.name) for f in FEATURES}
-    fields = {f.name: _exact_field(f, names[f.name]) for f in FEATURES}
+    # Not required: a missing field is a KeyError where the customer is scored, and clean_customer words it.
+    fields = {f.name: NotRequired[_exact_field(f, names[f.name])] for f in FEATURES}
     fields[ID_COLUMN] = NotRequired[Annotated[str, Field(strict=True)] | Annotated[int, Field(strict=True)]]
     fields["Churn"] = NotRequired[Annotated[Any, Field(validation_alias="Churn" if spelling == "dataset" else "churn")]]
     customer = TypedDict(f"{spelling.title()}SpelledCustomer", fields)

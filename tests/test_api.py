@@ -329,3 +329,22 @@ def test_flask_request_hooks_are_never_skipped(app):
     assert client.post("/predict", json=SAMPLE_CUSTOMER).status_code == 200
     assert client.post("/predict", json={}).status_code == 422
     assert seen == ["before", "after"] * 2
+
+
+def test_a_customer_has_at_most_max_fields_fields(client):
+    from churn.schema import MAX_FIELDS
+
+    padding = MAX_FIELDS - len(SAMPLE_CUSTOMER)
+    assert post(client, dict(SAMPLE_CUSTOMER, **{f"x{i}": i for i in range(padding)})).status_code == 200
+    body = assert_error(post(client, dict(SAMPLE_CUSTOMER, **{f"x{i}": i for i in range(padding + 1)})), 422, [None])
+    assert f"at most {MAX_FIELDS} fields" in body["detail"][0]["message"]
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_an_object_of_a_million_unknown_keys_is_refused_without_wording_each(client, many):
+    """Neither pydantic (which words a missing field with the whole object) nor the cleaning walks a million keys."""
+    junk = {f"k{i}": 0 for i in range(1_000_000)}
+    response = post(client, [SAMPLE_CUSTOMER, junk] if many else junk)
+    body = assert_error(response, 422)
+    assert "at most 1000 fields" in body["error"]
+    assert len(response.data) < 200
