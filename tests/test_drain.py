@@ -197,82 +197,73 @@ def test_proc_that_cannot_be_read_means_do_nothing(listener):
 # ---- The drain, with each worker class
 
 
+@pytest.fixture
+def queue():
+    """queue(listener, count): clients waiting in the accept queue, all closed after the test, as are the copies of
+    the listening sockets drain.keep_listeners made."""
+    made = []
+
+    def make(listener: socket.socket, count: int) -> list[socket.socket]:
+        made.extend(queued_clients(listener, count))
+        return made[-count:]
+
+    yield make
+    for client in made:
+        client.close()
+    for s in drain._listeners:
+        s.close()
+    drain._listeners.clear()
+
+
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
-def test_queued_connections_are_served_then_new_ones_dropped(listener, worker_class):
+def test_queued_connections_are_served_then_new_ones_dropped(listener, queue, worker_class):
     worker = make_worker(worker_class, listener)
     drain.keep_listeners(worker)
     if worker_class == "gthread":
         listener_for_worker = worker.sockets[0]
         listener_for_worker.close()  # as ThreadWorker.run does before worker_exit
-    clients = queued_clients(listener if worker_class == "sync" else drain._listeners[0], 5)
-    try:
-        read = answers(clients)
-        drain.drain(worker)  # worker.ppid is this process's parent, which does not hold the socket
-        for response in read():
-            assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response
-            assert response.endswith(b"served /queued")
-        # A new connection attempt now is dropped by the filter, so nothing reaches the queue.
-        late = socket.socket()
-        late.setblocking(False)
-        late.connect_ex(drain._listeners[0].getsockname())
-        assert queue_is_empty(drain._listeners[0])
-        late.close()
-    finally:
-        for s in drain._listeners:
-            s.close()
-        drain._listeners.clear()
+    read = answers(queue(listener if worker_class == "sync" else drain._listeners[0], 5))
+    drain.drain(worker)  # worker.ppid is this process's parent, which does not hold the socket
+    for response in read():
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response
+        assert response.endswith(b"served /queued")
+    # A new connection attempt now is dropped by the filter, so nothing reaches the queue.
+    late = socket.socket()
+    late.setblocking(False)
+    late.connect_ex(drain._listeners[0].getsockname())
+    assert queue_is_empty(drain._listeners[0])
+    late.close()
 
 
 @pytest.mark.parametrize("worker_class", INSTALLED_WORKERS)
-def test_no_worker_class_makes_the_hook_raise(listener, worker_class):
+def test_no_worker_class_makes_the_hook_raise(listener, queue, worker_class):
     worker = make_worker(worker_class, listener)
     drain.keep_listeners(worker)
-    clients = queued_clients(listener, 2)
-    try:
-        read = answers(clients) if worker_class in ("sync", "gthread") else None
-        drain.drain(worker)
-        if read:
-            assert all(response.endswith(b"served /queued") for response in read())
-        else:
-            # Not served here: then the socket is left as it was, still taking connections.
-            assert not queue_is_empty(listener)
-    finally:
-        for client in clients:
-            client.close()
-        for s in drain._listeners:
-            s.close()
-        drain._listeners.clear()
+    clients = queue(listener, 2)
+    read = answers(clients) if worker_class in ("sync", "gthread") else None
+    drain.drain(worker)
+    if read:
+        assert all(response.endswith(b"served /queued") for response in read())
+    else:
+        # Not served here: then the socket is left as it was, still taking connections.
+        assert not queue_is_empty(listener)
 
 
-def test_nothing_is_done_when_the_parent_is_not_the_master(listener):
+def test_nothing_is_done_when_the_parent_is_not_the_master(listener, queue):
     worker = make_worker("sync", listener)
     worker.ppid = 1 if os.getppid() != 1 else os.getpid()
     drain.keep_listeners(worker)
-    clients = queued_clients(listener, 1)
-    try:
-        drain.drain(worker)
-        assert not queue_is_empty(listener)  # neither served nor filtered
-        extra = socket.create_connection(listener.getsockname(), timeout=10)
-        extra.close()
-    finally:
-        for client in clients:
-            client.close()
-        for s in drain._listeners:
-            s.close()
-        drain._listeners.clear()
+    queue(listener, 1)
+    drain.drain(worker)
+    assert not queue_is_empty(listener)  # neither served nor filtered
+    extra = socket.create_connection(listener.getsockname(), timeout=10)
+    extra.close()
 
 
-def test_nothing_is_done_in_the_master_for_a_worker_it_found_gone(listener):
+def test_nothing_is_done_in_the_master_for_a_worker_it_found_gone(listener, queue):
     worker = make_worker("sync", listener)
     drain.keep_listeners(worker)
     worker.pid = os.getpid() + 1
-    clients = queued_clients(listener, 1)
-    try:
-        drain.drain(worker)
-        assert not queue_is_empty(listener)
-    finally:
-        for client in clients:
-            client.close()
-        for s in drain._listeners:
-            s.close()
-        drain._listeners.clear()
+    queue(listener, 1)
+    drain.drain(worker)
+    assert not queue_is_empty(listener)

@@ -50,6 +50,15 @@ def browser():
         browser.close()
 
 
+def checked_page(browser, url, viewport=None):
+    """A fixture's page: after the test, no page error, console error or failed response may have happened."""
+    page = open_page(browser, url, viewport)
+    yield page
+    problems = page.problems
+    page.context.close()
+    assert problems == []
+
+
 def open_page(browser, url, viewport=None):
     """A fresh context at `url`; script errors, console errors and failed loads are kept to be asserted on.
 
@@ -78,20 +87,12 @@ def open_page(browser, url, viewport=None):
 
 @pytest.fixture
 def page(browser, server_url):
-    page = open_page(browser, server_url)
-    yield page
-    problems = page.problems
-    page.context.close()
-    assert problems == []
+    yield from checked_page(browser, server_url)
 
 
 @pytest.fixture
 def phone_page(browser, server_url):
-    page = open_page(browser, server_url, PHONE)
-    yield page
-    problems = page.problems
-    page.context.close()
-    assert problems == []
+    yield from checked_page(browser, server_url, PHONE)
 
 
 def api(url, body, endpoint="/predict", **headers):
@@ -406,11 +407,7 @@ def keyed_server_url(tmp_path_factory):
 
 @pytest.fixture
 def keyed_page(browser, keyed_server_url):
-    page = open_page(browser, keyed_server_url)
-    yield page
-    problems = page.problems
-    page.context.close()
-    assert problems == []
+    yield from checked_page(browser, keyed_server_url)
 
 
 def test_the_page_asks_for_a_key_and_keeps_it_for_the_tab(keyed_page, keyed_server_url, browser):
