@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from churn.data import clean_text
-from churn.schema import FEATURES, ID_COLUMN, Feature, InvalidValue, feature_for
+from churn.schema import FEATURES, ID_COLUMN, Feature, InvalidValue, conflict, feature_for
 from churn.scoring import LinearScorer
 
 PROBABILITY = "churn_probability"
@@ -211,7 +211,7 @@ class ChunkScorer:
                 differ &= ~(first.refused | column.refused)
                 if differ.any():
                     rows = np.flatnonzero(differ)
-                    message = f"{first.name!r} and {name!r} are the same field with different values"
+                    message = conflict(first.name, name)
                     values = column.memo.text.take(column.at[rows])
                     problems.append((rows, column.position, name, values, np.full(len(rows), message), feature))
                     refused |= differ

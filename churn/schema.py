@@ -249,8 +249,7 @@ def clean_customer(obj, problems: Problems, index: int | None = None) -> dict | 
                 sent_as.setdefault(name, key)
                 continue
             if name in sent_as and customer.get(name, clean) != clean:
-                message = f"{sent_as[name]!r} and {key!r} are the same field with different values"
-                problems.add(_at(index, error_detail(key, message, feature)))
+                problems.add(_at(index, error_detail(key, conflict(sent_as[name], key), feature)))
             sent_as.setdefault(name, key)
             customer.setdefault(name, clean)
         missing = len(FEATURES) - len(sent_as) + (ID_COLUMN in sent_as)
@@ -264,6 +263,11 @@ def clean_customer(obj, problems: Problems, index: int | None = None) -> dict | 
         problems.customers += 1
         return None
     return customer
+
+
+def conflict(first: str, second: str) -> str:
+    """The error of two spellings of one field that give the model different values."""
+    return f"{first!r} and {second!r} are the same field with different values"
 
 
 def _at(index: int | None, detail: dict) -> dict:
