@@ -236,7 +236,9 @@ def sigterm(concurrency: int, signal_at: float, log: Path, graceful_timeout: flo
         exit_code = process.poll()
     served = served_request_ids(log)
     relative = [(o.start - load.started, o) for o in outcomes]
-    refused_at = [t for t, o in relative if o.kind == "refused"]
+    # When each refusal was seen: a client stamps its start, and may send its SYN later than one stamped after it,
+    # so only a request that started after a refusal was seen is certain to have come after the listener closed.
+    refused_at = [o.end - load.started for o in outcomes if o.kind == "refused"]
     failed = [o for o in outcomes if o.kind == "failed"]
     return {
         **count(outcomes),
