@@ -1,20 +1,27 @@
-"""gunicorn settings for `gunicorn predict:app` (read from this file by default). Each can be set by environment."""
+"""gunicorn settings for `gunicorn predict:app` (read from this file by default); the values are churn.settings'."""
 
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '9696')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from churn.settings import SettingError, Settings
+
+try:
+    settings = Settings.from_env()
+except SettingError as e:  # one line, as predict.py says it, rather than gunicorn's traceback of this file
+    sys.exit(f"churn: SettingError: {e}")
+bind = f"0.0.0.0:{settings.port}"
+workers = settings.workers
 # A worker silent this long is killed and replaced; a prediction takes milliseconds.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = settings.timeout
 # On SIGTERM, in-flight requests get this long to finish: under `docker stop`'s 10 s.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "8"))
+graceful_timeout = settings.graceful_timeout
 # Recycle workers now and then (a guard against leaks; the soak test shows none), staggered so they do not all
 # restart at once: at full load about every half minute, not every few seconds.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "10000"))
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests_jitter
 # Load the model once in the master; the workers share its memory.
 preload_app = True
 # Our app writes one JSON line per request; gunicorn's own access log would repeat it.
@@ -32,7 +39,7 @@ forwarder_headers = ""
 
 # prometheus_client keeps each worker's metrics in files under this folder; it must be set before the
 # app (and so prometheus_client) is imported, which is why it is here and not in the app.
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+if settings.metrics_dir is None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churn-metrics-")
     _master_pid = os.getpid()
 
@@ -45,22 +52,23 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 
 def on_starting(server):
-    # Files left by an earlier run would be counted again.
-    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    for name in os.listdir(metrics_dir):
-        os.remove(os.path.join(metrics_dir, name))
+    from churn.metrics import clear_folder
+
+    clear_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
-def child_exit(server, worker):
-    from churn.metrics import archive_dead_process
+def pre_fork(server, worker):
+    from churn.metrics import choose_slot
 
-    archive_dead_process(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    choose_slot(worker, server.WORKERS.values())
 
 
-# A stop (SIGTERM) that resets no queued connection: see churn/drain.py.
 def post_fork(server, worker):
     from churn.drain import keep_listeners
+    from churn.metrics import take_slot
 
+    take_slot(worker)
+    # A stop (SIGTERM) that resets no queued connection: see churn/drain.py.
     keep_listeners(worker)
 
 

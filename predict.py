@@ -1,16 +1,19 @@
 """The churn service: `gunicorn predict:app`, `waitress-serve predict:app`, or `python predict.py` (development)."""
 
-import os
-from pathlib import Path
+import sys
 
 from churn.logs import configure_logging
-from churn.scoring import load_served_model
-from churn.service import Settings, create_app
+from churn.scoring import ModelLoadError, load_served_model
+from churn.service import create_app
+from churn.settings import SettingError, Settings
 
-MODEL_FILE = Path(os.environ.get("MODEL_FILE", Path(__file__).resolve().parent / "model_C=1.0.bin"))
-
-configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
-app = create_app(load_served_model(MODEL_FILE), Settings.from_env())
+# A bad setting or model file stops the start with one line that says what is wrong, not a traceback.
+try:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    app = create_app(load_served_model(settings.model_file), settings)
+except (SettingError, ModelLoadError) as e:
+    sys.exit(f"churn: {type(e).__name__}: {e}")
 
 if __name__ == "__main__":
-    app.run(host="0.0.0.0", port=int(os.environ.get("PORT", "9696")), debug=False)
+    app.run(host="0.0.0.0", port=settings.port, debug=False)

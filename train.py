@@ -15,9 +15,8 @@ import sklearn
 from sklearn.metrics import roc_auc_score
 
 from churn import data
-from churn.explain import explanation_stats
-from churn.model import FIT_RTOL, cross_validate, encode, fit, predict, same_fit, save_model, split
-from churn.scoring import EXPLANATION_KEY
+from churn.model import FIT_RTOL, cross_validate, encode, explanation_stats, fit, predict, same_fit, save_model, split
+from churn.modelfile import EXPLANATION_KEY, sidecar_path
 
 
 def parse_args(argv=None):
@@ -93,9 +92,9 @@ def main(argv=None):
         # What /explain needs: the means of the model's columns over the split it was fitted on.
         EXPLANATION_KEY: explanation_stats(dv, encode(df_full_train, dv)),
     }
-    metrics_path = output.with_name(output.name + ".json")
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"the model is in {output}, its metrics in {metrics_path}")
+    sidecar = sidecar_path(output)
+    sidecar.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"the model is in {output}, its metrics in {sidecar}")
     if args.report:
         # Imported here: matplotlib is a training-only dependency.
         from churn.report import write_report

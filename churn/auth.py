@@ -1,81 +1,76 @@
 """API keys: who may call the service when it is reachable with nothing else in front of it.
 
-CHURN_API_KEYS (comma-separated) or CHURN_API_KEYS_FILE (one key a line, as a secrets manager mounts it).
-With keys set, a request needs `Authorization: Bearer <key>` or `X-API-Key: <key>`, except on the endpoints
-that show no data: the probes a load balancer calls, and the documents a browser needs to ask for a key
-(the web page and its assets, Swagger UI and the OpenAPI document it reads). Unset: everything is open.
+CHURN_API_KEYS (comma-separated) or CHURN_API_KEYS_FILE (one key a line, as a secrets manager mounts it); see
+churn.settings. With keys set, a request needs `Authorization: Bearer <key>` or `X-API-Key: <key>`, except on the
+endpoints marked open (churn.routes.documented; the web page and Swagger UI's blueprints): the probes a load
+balancer calls, and the documents a browser needs to ask for a key. Unset: everything is open.
 """
 
 import hmac
+import logging
 import os
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
+from flask import Flask
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, RequestRedirect
+from werkzeug.routing import RequestRedirect
 
-from churn.endpoint import error_body
+from churn import errors
+from churn.errors import ServiceError
+from churn.settings import SettingError
 
-# Flask endpoint names. Openness is decided on the endpoint the request routes to, never on the path's
-# spelling, so no variant of a path (case, slashes, percent-encoding, query) can reach another endpoint open.
-OPEN_ENDPOINTS = frozenset({"ping", "live", "health_ready", "web.index", "web.static", "openapi", "swagger_ui.show"})
-# Printable ASCII without space: what a header carries unchanged through every client and proxy.
-KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
+log = logging.getLogger(__name__)
+CHALLENGE = ("WWW-Authenticate", 'Bearer realm="churn"')
 
 
-def load_api_keys(environ=os.environ) -> frozenset[str]:
-    """The configured keys; empty when neither variable is set. Raises ValueError on a configuration that
-    would leave the service unusable or open by mistake. No message quotes a key."""
-    listed, path = environ.get("CHURN_API_KEYS"), environ.get("CHURN_API_KEYS_FILE")
-    if listed is None and path is None:
-        return frozenset()
-    if listed is not None and path is not None:
-        raise ValueError("Set CHURN_API_KEYS or CHURN_API_KEYS_FILE, not both")
-    if path is not None:
-        source = f"CHURN_API_KEYS_FILE ({path})"
-        try:
-            candidates = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{source} cannot be read: {getattr(e, 'strerror', None) or type(e).__name__}") from None
-    else:
-        source = "CHURN_API_KEYS"
-        candidates = listed.split(",")
-    keys = [key.strip() for key in candidates if key.strip()]
-    if not keys:
-        raise ValueError(f"{source} is set but holds no key; unset it to leave the service open")
-    for number, key in enumerate(keys, 1):
-        if not set(key) <= KEY_CHARACTERS:
-            raise ValueError(f"Key {number} of {source} has characters other than printable ASCII without spaces")
-    return frozenset(keys)
+def open_endpoints(app: Flask) -> frozenset[str]:
+    """The endpoints a request may reach without a key: views marked open, and every view of a blueprint marked open.
+
+    Openness is decided on the endpoint a request routes to, never on the path's spelling, so no variant of a path
+    (case, slashes, percent-encoding, query) can reach another endpoint open.
+    """
+    return frozenset(
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, "open", False) or getattr(app.blueprints.get(endpoint.rpartition(".")[0]), "open", False)
+    )
 
 
 class ApiKeyAuth:
-    """WSGI middleware: 401 for a request without a valid key, unless it routes to an open endpoint."""
+    """WSGI middleware: 401 for a request without a valid key, unless it routes to an open endpoint.
 
-    def __init__(self, wsgi_app, keys: frozenset[str], url_map: Map):
+    read_keys() gives the keys; it is asked again in every new worker process (gunicorn forks new workers on
+    SIGHUP), so a key file rotated before a SIGHUP takes effect without a restart. A file that cannot be read then
+    keeps the keys the worker had, and says why in the log.
+    """
+
+    def __init__(self, wsgi_app, read_keys: Callable[[], frozenset[str]], app: Flask):
+        self.wsgi_app = wsgi_app
+        self.read_keys = read_keys
+        self.keys = self.encoded(read_keys())
+        self.url_map = app.url_map
+        self.open = open_endpoints(app)
+        os.register_at_fork(after_in_child=self.reload)
+
+    @staticmethod
+    def encoded(keys: frozenset[str]) -> tuple[bytes, ...]:
         if not keys:
             raise ValueError("ApiKeyAuth needs at least one key")
-        self.wsgi_app = wsgi_app
-        self.keys = tuple(key.encode() for key in keys)
-        self.url_map = url_map
+        return tuple(key.encode() for key in keys)
+
+    def reload(self) -> None:
+        try:
+            self.keys = self.encoded(self.read_keys())
+        except (SettingError, ValueError) as e:
+            log.error("API keys not reloaded, the previous ones stay: %s", e)
 
     def __call__(self, environ, start_response):
         sent = self.sent_keys(environ)
         if (sent and self.valid(sent)) or self.routes_to_open_endpoint(environ):
             return self.wsgi_app(environ, start_response)
-        message = (
-            "The API key is not valid"
-            if sent
-            else ("An API key is required: send Authorization: Bearer <key> or X-API-Key: <key>")
-        )
-        body = error_body(message)
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("WWW-Authenticate", 'Bearer realm="churn"'),
-        ]
-        start_response("401 Unauthorized", headers)
-        return [body]
+        refusal = ServiceError(401, errors.KEY_INVALID if sent else errors.KEY_REQUIRED, headers=[CHALLENGE])
+        return refusal(environ, start_response)
 
     @staticmethod
     def sent_keys(environ) -> list[bytes]:
@@ -103,7 +98,7 @@ class ApiKeyAuth:
         for _ in range(2):  # a redirect (e.g. /docs to /docs/) is open when where it leads is
             try:
                 endpoint, _values = adapter.match(path, method=environ.get("REQUEST_METHOD"))
-                return endpoint in OPEN_ENDPOINTS
+                return endpoint in self.open
             except RequestRedirect as redirect:
                 path = unquote(urlsplit(redirect.new_url).path)
             except HTTPException:

@@ -10,9 +10,35 @@ import sys
 import threading
 import time
 from contextvars import ContextVar
+from dataclasses import dataclass
 
-# Set for the duration of each request (per thread under waitress, per worker under gunicorn's sync workers).
-request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+from churn import metrics
+
+# A request ID a client sends is kept when it matches this (what a header and a log line carry unchanged).
+REQUEST_ID_PATTERN = "[A-Za-z0-9._:-]{1,128}"
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What a request's access line reports beside its status: its ID, and how many customers it scored."""
+
+    id: str
+    customers: int = 0
+
+
+# Set for the duration of each request (per thread under waitress and gthread, per worker under sync workers).
+current_request: ContextVar[RequestRecord | None] = ContextVar("current_request", default=None)
+
+
+def request_id() -> str | None:
+    record = current_request.get()
+    return record.id if record else None
+
+
+def count_customers(customers: int) -> None:
+    """Called by the endpoint that scored them, for the request's access line."""
+    if record := current_request.get():
+        record.customers = customers
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +49,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if (current := request_id.get()) is not None:
+        if (current := request_id()) is not None:
             entry["request_id"] = current
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
@@ -81,8 +107,11 @@ class AccessLines:
 
     def write_pending(self) -> None:
         if self.lines:
-            sys.stdout.write("".join(self.lines))
-            sys.stdout.flush()
+            try:
+                sys.stdout.write("".join(self.lines))
+                sys.stdout.flush()
+            except (OSError, ValueError):  # a full disk, a closed pipe or stream: the lines go, the answers stay
+                metrics.LOG_LINES_DROPPED.inc(len(self.lines))
             self.lines.clear()
             self.size = 0
 
@@ -111,7 +140,7 @@ MAX_LOGGED_PATH = 256
 MAX_LOGGED_METHOD = 16
 
 
-def log_request(method: str, path: str, status: int, duration: float, customers: int, request_id: str) -> None:
+def log_request(method: str, path: str, status: int, duration: float, record: RequestRecord) -> None:
     """The access line: the same JSON object the formatter would make, written without a LogRecord.
 
     logging's record, formatter and handler cost several times what the prediction does; this line is
@@ -125,8 +154,8 @@ def log_request(method: str, path: str, status: int, duration: float, customers:
         path, method, truncated = path[:MAX_LOGGED_PATH], method[:MAX_LOGGED_METHOD], ',"truncated":true'
     access_lines.add(
         f'{{"time":"{timestamp(time.time())}","level":"info","logger":"churn.access","message":"request",'
-        f'"request_id":"{request_id}","method":{json.dumps(method)},"path":{json.dumps(path)},'
-        f'"status":{status},"duration_ms":{duration * 1000:.3f},"customers":{customers}{truncated}}}\n'
+        f'"request_id":"{record.id}","method":{json.dumps(method)},"path":{json.dumps(path)},'
+        f'"status":{status},"duration_ms":{duration * 1000:.3f},"customers":{record.customers}{truncated}}}\n'
     )
 
 

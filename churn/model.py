@@ -1,6 +1,7 @@
 """Fit, cross-validate, save and load the churn model: a DictVectorizer + LogisticRegression pair.
 
-Serving does not import this module (it would import scikit-learn): see churn.scoring.
+Serving does not import this module (it would import scikit-learn), nor does this import serving: both read the
+model file through churn.modelfile.
 """
 
 import math
@@ -14,8 +15,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, train_test_split
 
 from churn.data import TARGET
+from churn.modelfile import ModelLoadError, unpickle_pair
 from churn.schema import FEATURES
-from churn.scoring import ModelLoadError, unpickle_pair
 
 FEATURE_NAMES = [f.name for f in FEATURES]
 RANDOM_STATE = 1
@@ -42,6 +43,21 @@ def encode(df, dv) -> np.ndarray:
 
 def predict(df, dv, model) -> np.ndarray:
     return model.predict_proba(encode(df, dv))[:, 1]
+
+
+def explanation_stats(dv, X) -> dict:
+    """What explanations need of the training split X (dv's encoding of it): the mean of every column of dv.
+
+    The mean of a category's one-hot column is its share of the training split. Nested by the model's names.
+    """
+    column_means = dict(zip(dv.feature_names_, np.asarray(X, dtype=float).mean(axis=0).tolist(), strict=True))
+    means = {
+        f.name: {v: column_means[f"{f.name}{dv.separator}{v}"] for v in f.clean_values}
+        if f.categorical
+        else column_means[f.name]
+        for f in FEATURES
+    }
+    return {"background": "the training split the model is fitted on", "rows": len(X), "means": means}
 
 
 def split(df):

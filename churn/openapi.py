@@ -2,11 +2,12 @@
 
 from pydantic import TypeAdapter
 
+from churn import logs
+from churn.explain import MAX_REASONS
 from churn.schema import BLANK_TEXT, FEATURES, ID_COLUMN, MAX_DETAILS, MAX_FIELDS, SAMPLE_CUSTOMER, Feature, Prediction
 
 REF = "#/components/schemas/{model}"
-# The service's REQUEST_ID pattern (tests check they agree).
-REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
+REQUEST_ID_PATTERN = f"^{logs.REQUEST_ID_PATTERN}$"
 
 ERROR = {
     "type": "object",
@@ -84,7 +85,7 @@ EXPLANATION = {
         },
         "reasons": {
             "type": "array",
-            "maxItems": 3,
+            "maxItems": MAX_REASONS,
             "description": "The features that push most toward churn, largest first",
             "items": {
                 "type": "object",
@@ -103,8 +104,8 @@ CUSTOMER = {
     "title": "Customer",
     "type": "object",
     "description": (
-        "The 19 features, all required. A field may be named as the model names it (monthlycharges) or in any "
-        "spelling the training's cleaning turns into that name: the dataset's (MonthlyCharges), any case. "
+        f"The {len(FEATURES)} features, all required. A field may be named as the model names it (monthlycharges) "
+        "or in any spelling the training's cleaning turns into that name: the dataset's (MonthlyCharges), any case. "
         "Categories likewise: fiber_optic, Fiber optic, FIBER OPTIC. Numbers are JSON numbers or numeric text "
         '("12", " 29.85 ", "1e3"); a whole number for an integer field (12.0 counts); no booleans, NaN or '
         "infinities. Two spellings of one field must agree. Other fields (Churn, ...) are ignored; "
@@ -188,7 +189,6 @@ SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <one of CHURN_API_KEYS>"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
-OPEN_PATHS = {"/ping", "/health/live", "/health/ready", "/openapi.json"}
 
 
 def _customers_operation(summary: str, answer: str, description: str, batch: dict) -> dict:
@@ -221,63 +221,86 @@ def _customers_operation(summary: str, answer: str, description: str, batch: dic
     }
 
 
-def openapi_document(settings) -> dict:
-    batch = {"type": "array", "minItems": 1, "maxItems": settings.max_customers}
-    explain = _customers_operation(
+def _batch(settings) -> dict:
+    return {"type": "array", "minItems": 1, "maxItems": settings.max_customers}
+
+
+def PREDICT(settings) -> dict:
+    return _customers_operation(
+        "Churn probability of one customer, or of an array of customers (answered in order)",
+        "Prediction",
+        "",
+        _batch(settings),
+    )
+
+
+def EXPLAIN(settings) -> dict:
+    operation = _customers_operation(
         "Why each customer is at risk: the log-odds split into one contribution per feature",
         "Explanation",
         "Exact SHAP values of the logistic regression (interventional, the training split as background): "
         "base_log_odds + the sum of contributions is the customer's log-odds, whose sigmoid is churn_probability.",
-        batch,
+        _batch(settings),
     )
-    explain["responses"]["404"] = _error(
+    operation["responses"]["404"] = _error(
         "The model file has no explanation statistics beside it: retrain with python train.py"
     )
-    paths = {
-        "/predict": {
-            "post": _customers_operation(
-                "Churn probability of one customer, or of an array of customers (answered in order)",
-                "Prediction",
-                "",
-                batch,
-            )
-        },
-        "/explain": {"post": explain},
-    }
-    probes = {
-        "/ping": ("Liveness check of the course", {"text/plain": {"schema": {"type": "string", "const": "PONG"}}}),
-        "/health/live": ("200 while the process runs", {"application/json": {"schema": _status("alive")}}),
-        "/health/ready": (
-            "200 once the model is loaded and a warm-up prediction succeeded, else 503",
-            {"application/json": {"schema": _status("ready")}},
-        ),
-        "/model": ("The model card", {"application/json": {"schema": {"$ref": REF.format(model="ModelCard")}}}),
-        "/metrics": ("Prometheus text exposition", {"text/plain": {"schema": {"type": "string"}}}),
-        "/openapi.json": ("This document", {"application/json": {"schema": {"type": "object"}}}),
-    }
-    for path, (summary, content) in probes.items():
-        paths[path] = {
-            "get": {
-                "tags": ["Operations"],
-                "summary": summary,
-                "responses": {"200": {"description": summary, "content": content}},
-            }
-        }
-    paths["/health/ready"]["get"]["responses"]["503"] = _error("Not ready: the warm-up prediction failed")
-    for path, item in paths.items():
-        operation = next(iter(item.values()))
-        operation["parameters"] = [{"$ref": "#/components/parameters/RequestID"}]
-        responses = operation["responses"]
-        if settings.api_keys:  # the probes and this document stay open: see churn.auth
-            if path in OPEN_PATHS:
-                operation["security"] = []
-            else:
-                responses["401"] = _error("No API key, or not a valid one (Authorization: Bearer, or X-API-Key)")
-        responses.setdefault("404", _error("Unknown path"))
-        responses.setdefault("405", _error("Method not allowed on this path"))
-        responses.setdefault("500", _error("Internal error: the message quotes the request ID"))
-        for response in responses.values():
-            response["headers"] = {"X-Request-ID": {"$ref": "#/components/headers/RequestID"}}
+    return operation
+
+
+def _get(summary: str, content: dict, tag: str = "Operations"):
+    def operation(settings) -> dict:
+        return {"tags": [tag], "summary": summary, "responses": {"200": {"description": summary, "content": content}}}
+
+    return operation
+
+
+PING = _get("Liveness check of the course", {"text/plain": {"schema": {"type": "string", "const": "PONG"}}})
+LIVE = _get("200 while the process runs", {"application/json": {"schema": _status("alive")}})
+_READY = _get(
+    "200 once the model is loaded and a warm-up prediction succeeded, else 503",
+    {"application/json": {"schema": _status("ready")}},
+)
+
+
+def READY(settings) -> dict:
+    operation = _READY(settings)
+    operation["responses"]["503"] = _error("Not ready: the warm-up prediction failed")
+    return operation
+
+
+MODEL = _get("The model card", {"application/json": {"schema": {"$ref": REF.format(model="ModelCard")}}})
+METRICS = _get("Prometheus text exposition", {"text/plain": {"schema": {"type": "string"}}})
+DOCUMENT = _get("This document", {"application/json": {"schema": {"type": "object"}}})
+DOCUMENT_KEY = "churn.openapi"  # the app's document, in app.extensions
+
+
+def _common(operation: dict, open: bool, api_keys: bool) -> dict:
+    """What every operation has: the request ID both ways, the errors any request can meet, and its security."""
+    operation["parameters"] = [{"$ref": "#/components/parameters/RequestID"}]
+    responses = operation["responses"]
+    if api_keys:  # the probes and this document stay open: see churn.auth
+        if open:
+            operation["security"] = []
+        else:
+            responses["401"] = _error("No API key, or not a valid one (Authorization: Bearer, or X-API-Key)")
+    responses.setdefault("404", _error("Unknown path"))
+    responses.setdefault("405", _error("Method not allowed on this path"))
+    responses.setdefault("500", _error("Internal error: the message quotes the request ID"))
+    for response in responses.values():
+        response["headers"] = {"X-Request-ID": {"$ref": "#/components/headers/RequestID"}}
+    return operation
+
+
+def openapi_document(app, settings) -> dict:
+    """The document of every route whose view is documented (churn.routes.documented), in the order of the routes."""
+    paths = {}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if getattr(view, "openapi", None) is None:
+            continue
+        method = next(m for m in ("POST", "GET") if m in rule.methods).lower()
+        paths.setdefault(rule.rule, {})[method] = _common(view.openapi(settings), view.open, bool(settings.api_keys))
     document = {
         "openapi": "3.1.0",
         "info": {

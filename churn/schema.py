@@ -18,8 +18,6 @@ from typing_extensions import TypedDict
 
 from churn.data import clean_text
 
-YES_NO = ("Yes", "No")
-INTERNET_ADDON = ("Yes", "No", "No internet service")
 BLANK_TEXT = r"^ *$"
 
 
@@ -48,6 +46,9 @@ class Feature:
     minimum: float = 0
     maximum: float | None = None
     integer: bool = False
+    # What a reason says (churn.explain): {dataset's value: sentence} for a category; for a number, two functions of
+    # the value, (above the training mean, below it). Every feature has them: a test checks.
+    phrases: Any = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -137,30 +138,104 @@ class Feature:
         return re.compile(self.text_pattern)
 
 
+RAISES = " raises the churn risk"
+
+
+def category(column: str, description: str, phrases: dict[str, str]) -> Feature:
+    """A categorical feature: its values as the dataset spells them, each with what it means to a marketer."""
+    return Feature(column, description, tuple(phrases), phrases={v: phrase + RAISES for v, phrase in phrases.items()})
+
+
+def yes_no(column: str, description: str, yes: str, no: str) -> Feature:
+    return category(column, description, {"Yes": yes, "No": no})
+
+
+def addon(column: str, description: str, name: str) -> Feature:
+    return category(
+        column,
+        description,
+        {"Yes": f"Having {name}", "No": f"No {name}", "No internet service": f"No {name} (no internet service)"},
+    )
+
+
+def months(x) -> str:
+    return f"{x:g} month" if x == 1 else f"{x:g} months"
+
+
+def charges(kind: str) -> tuple:
+    return (
+        lambda x: f"High {kind} charges (${x:,.2f}) raise the churn risk",
+        lambda x: f"Low {kind} charges (${x:,.2f}) raise the churn risk",
+    )
+
+
+# Each feature with its reasons' sentences (churn.explain): for a category, by the dataset's spelling of each value;
+# for a number, (above the training mean, below it).
 FEATURES = (
-    Feature("gender", "Customer's gender", ("Female", "Male")),
-    Feature("SeniorCitizen", "1 if the customer is 65 or older, else 0", maximum=1, integer=True),
-    Feature("Partner", "Has a partner", YES_NO),
-    Feature("Dependents", "Has dependents", YES_NO),
-    Feature("tenure", "Months with the company", maximum=1200, integer=True),
-    Feature("PhoneService", "Has phone service", YES_NO),
-    Feature("MultipleLines", "Has multiple phone lines", ("No phone service", "No", "Yes")),
-    Feature("InternetService", "Internet service provider", ("DSL", "Fiber optic", "No")),
-    Feature("OnlineSecurity", "Has online security", INTERNET_ADDON),
-    Feature("OnlineBackup", "Has online backup", INTERNET_ADDON),
-    Feature("DeviceProtection", "Has device protection", INTERNET_ADDON),
-    Feature("TechSupport", "Has tech support", INTERNET_ADDON),
-    Feature("StreamingTV", "Streams TV", INTERNET_ADDON),
-    Feature("StreamingMovies", "Streams movies", INTERNET_ADDON),
-    Feature("Contract", "Contract term", ("Month-to-month", "One year", "Two year")),
-    Feature("PaperlessBilling", "Paperless billing", YES_NO),
+    category("gender", "Customer's gender", {"Female": "Being female", "Male": "Being male"}),
     Feature(
+        "SeniorCitizen",
+        "1 if the customer is 65 or older, else 0",
+        maximum=1,
+        integer=True,
+        phrases=(lambda x: "Being a senior citizen" + RAISES, lambda x: "Not being a senior citizen" + RAISES),
+    ),
+    yes_no("Partner", "Has a partner", "Having a partner", "Having no partner"),
+    yes_no("Dependents", "Has dependents", "Having dependents", "Having no dependents"),
+    Feature(
+        "tenure",
+        "Months with the company",
+        maximum=1200,
+        integer=True,
+        phrases=(
+            lambda x: f"A long tenure ({months(x)}){RAISES}",
+            lambda x: f"A short tenure ({months(x)}){RAISES}",
+        ),
+    ),
+    yes_no("PhoneService", "Has phone service", "Having phone service", "Having no phone service"),
+    category(
+        "MultipleLines",
+        "Has multiple phone lines",
+        {"No phone service": "Having no phone line", "No": "A single phone line", "Yes": "Having multiple lines"},
+    ),
+    category(
+        "InternetService",
+        "Internet service provider",
+        {"DSL": "DSL internet", "Fiber optic": "Fiber optic internet", "No": "Having no internet"},
+    ),
+    addon("OnlineSecurity", "Has online security", "online security"),
+    addon("OnlineBackup", "Has online backup", "online backup"),
+    addon("DeviceProtection", "Has device protection", "device protection"),
+    addon("TechSupport", "Has tech support", "tech support"),
+    addon("StreamingTV", "Streams TV", "streaming TV"),
+    addon("StreamingMovies", "Streams movies", "streaming movies"),
+    category(
+        "Contract",
+        "Contract term",
+        {
+            "Month-to-month": "A month-to-month contract",
+            "One year": "A one-year contract",
+            "Two year": "A two-year contract",
+        },
+    ),
+    yes_no("PaperlessBilling", "Paperless billing", "Paperless billing", "Paper billing"),
+    category(
         "PaymentMethod",
         "Payment method",
-        ("Electronic check", "Mailed check", "Bank transfer (automatic)", "Credit card (automatic)"),
+        {
+            "Electronic check": "Paying by electronic check",
+            "Mailed check": "Paying by mailed check",
+            "Bank transfer (automatic)": "Paying by automatic bank transfer",
+            "Credit card (automatic)": "Paying by automatic credit card",
+        },
     ),
-    Feature("MonthlyCharges", "Monthly charges in dollars", maximum=100_000),
-    Feature("TotalCharges", "Total charges in dollars; blank (a new customer) counts as 0", maximum=100_000_000),
+    Feature("MonthlyCharges", "Monthly charges in dollars", maximum=100_000, phrases=charges("monthly")),
+    Feature(
+        "TotalCharges",
+        "Total charges in dollars; blank (a new customer) counts as 0",
+        maximum=100_000_000,
+        phrases=charges("total"),
+    ),
 )
 FEATURES_BY_NAME = {f.name: f for f in FEATURES}
 MAX_BATCH_DEFAULT = 10_000
@@ -192,7 +267,6 @@ SAMPLE_CUSTOMER = {
 ID_COLUMN = "customerID"  # echoed in each answer when a customer has it, under any spelling of the name
 ID_NAME = clean_text(ID_COLUMN)
 _FEATURE_OF = {spelling: f for f in FEATURES for spelling in (f.name, f.column)}
-_FEATURE_OF_CLEAN = {f.name: f for f in FEATURES}
 MAX_DETAILS = 100  # error details in one answer; the counts beside them say how many there were in all
 # Fields in one customer: far more than any export of customer records has, and a bound on the work an object of
 # unknown keys can cost (each is looked up under the training's cleaning).
@@ -201,7 +275,7 @@ MAX_FIELDS = 1000
 
 def feature_for(key: str) -> Feature | None:
     """The feature a field name means, in any spelling clean_text maps to the model's."""
-    return _FEATURE_OF.get(key) or _FEATURE_OF_CLEAN.get(clean_text(key))
+    return _FEATURE_OF.get(key) or FEATURES_BY_NAME.get(clean_text(key))
 
 
 def error_detail(field: str | None, message: str, feature: Feature | None = None) -> dict:

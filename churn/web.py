@@ -7,6 +7,7 @@ from churn.schema import FEATURES, SAMPLE_CUSTOMER
 # The assets get their own URL prefix: Flask(__name__) in churn.service also serves churn/static at /static,
 # and two rules for one URL would make which one answers an accident of registration order.
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
+web.open = True  # the page and its assets hold no data, and must load to ask for an API key (churn.auth)
 
 # What the script needs from the schema: which columns are numbers, under either spelling of their name.
 PAGE_SCHEMA = [{"name": f.name, "column": f.column, "numeric": not f.categorical} for f in FEATURES]
@@ -24,6 +25,6 @@ def index():
         features=FEATURES,
         sample=SAMPLE_CUSTOMER,
         schema=PAGE_SCHEMA,
-        explain_url=url_for("explain"),
+        explain_url=url_for("api.explain"),
     )
     return html, {"Content-Security-Policy": CONTENT_SECURITY_POLICY}

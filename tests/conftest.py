@@ -9,7 +9,8 @@ import pytest
 
 from churn.data import DataError, load_data
 from churn.scoring import load_served_model
-from churn.service import Settings, create_app
+from churn.service import create_app
+from churn.settings import Settings
 from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command, running_server, waitress_command
 from devtools import dataset_path as find_dataset
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
-from churn.service import Settings
+from churn.settings import Settings
 
 RAW_SAMPLE = {
     "customerID": "7590-VHVEG",

@@ -7,11 +7,13 @@ import warnings
 import numpy as np
 import pytest
 
-from churn.explain import Explainer, ExplanationUnavailable, explanation_stats, global_explanation, make_explainer
-from churn.model import FEATURE_NAMES, encode, load_model, split
-from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
+from churn.explain import Explainer, ExplanationUnavailable, global_explanation, make_explainer
+from churn.model import FEATURE_NAMES, encode, explanation_stats, load_model, split
+from churn.predictor import Predictor
+from churn.schema import FEATURES, SAMPLE_CUSTOMER
 from churn.scoring import load_served_model, sigmoid
 from churn.service import create_app
+from churn.settings import Settings
 from devtools import MODEL_FILE
 
 LOG_ODDS_TOLERANCE = 1e-12
@@ -90,17 +92,28 @@ def test_contributions_are_shaps_interventional_values(shap, explainer, referenc
 
 
 @pytest.mark.parametrize("spelling", ["model", "dataset"])
-def test_the_json_text_is_the_explanation_to_the_bit(explainer, spellings, spelling):
+def test_the_json_answer_is_the_explanation_to_the_bit(served_model, explainer, spellings, spelling):
     customers = spellings[spelling]
-    expected = explainer.explain(customers)
-    assert [json.loads(text) for text in explainer.explain_json(customers)] == expected
-    single = [json.loads(explainer.explain_json([c])[0]) for c in customers[:500]]
-    assert single == expected[:500]
-    # After members of the caller's own (the service's prediction), each answer is still one object.
-    leading = [f'"customerID":{i},"churn":true' for i in range(len(customers))]
-    led = [json.loads(text) for text in explainer.explain_json(customers, leading)]
-    assert led == [{"customerID": i, "churn": True, **e} for i, e in enumerate(expected)]
-    assert json.loads(explainer.explain_json(customers[:1], leading[:1])[0]) == led[0]
+    predictor = Predictor(served_model, Settings())
+    expected = [
+        {**predictor.prediction(c, p), **e}
+        for c, p, e in zip(customers, predictor.probabilities(customers), explainer.explain(customers), strict=True)
+    ]
+    assert json.loads(predictor.explanations(customers, True)[0]) == expected
+    for customer in customers[:500]:  # one customer's probability is summed in plain Python, not numpy
+        [probability] = predictor.probabilities([customer])
+        alone = {**predictor.prediction(customer, probability), **explainer.explain([customer])[0]}
+        assert json.loads(predictor.explanations([customer], False)[0]) == alone
+
+
+def test_every_feature_has_its_sentences():
+    """A new feature is one Feature in the schema, with its phrases: the explainer needs one per value."""
+    for feature in FEATURES:
+        if feature.categorical:
+            assert set(feature.phrases) == set(feature.values), feature.name
+        else:
+            above, below = feature.phrases
+            assert above(feature.maximum) != below(feature.maximum), feature.name
 
 
 def test_reasons_are_the_largest_pushes_toward_churn(explainer, spellings):
@@ -174,34 +187,59 @@ def test_train_py_writes_the_training_splits_means(train_run, clean_df, referenc
     assert committed == written == explanation_stats(dv, encode(full_train, dv))
 
 
-def copy_model(tmp_path, metrics: dict | None):
+def copy_model(tmp_path, sidecar: str | None):
     path = tmp_path / "model.bin"
     shutil.copy(MODEL_FILE, path)
-    if metrics is not None:
-        path.with_name("model.bin.json").write_text(json.dumps(metrics))
+    if sidecar is not None:
+        path.with_name("model.bin.json").write_text(sidecar)
     return path
+
+
+def damaged_sidecar(case: str) -> str | None:
+    """The committed model's sidecar, damaged as case says."""
+    text = MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text()
+    texts = {
+        "no metrics file": None,
+        "an empty file": "",
+        "not JSON": "{model: 1",
+        "a JSON array": "[1, 2]",
+        "a NaN": text.replace('"rows": 5634', '"rows": NaN'),
+    }
+    if case in texts:
+        return texts[case]
+    metrics = json.loads(text)
+    means = metrics["explanation"]["means"]
+    {
+        "metrics from before explanations": lambda: metrics.pop("explanation"),
+        "statistics of other features": lambda: means["contract"].pop("two_year"),
+        "statistics that are not numbers": lambda: means.update(tenure="32"),
+        "an impossible tenure mean": lambda: means.update(tenure=5000),
+        "shares below 0": lambda: means.update(gender={"female": -3, "male": 4}),
+        "shares of 2": lambda: means.update(contract={"month-to-month": -3, "one_year": 2, "two_year": 2}),
+        "shares all 0": lambda: means.update(partner={"yes": 0, "no": 0}),
+    }[case]()
+    return json.dumps(metrics)
 
 
 @pytest.mark.parametrize(
     ("case", "problem"),
     [
         ("no metrics file", "is missing"),
+        ("an empty file", "is not JSON"),
+        ("not JSON", "is not JSON"),
+        ("a JSON array", "is not a JSON object but a list"),
+        ("a NaN", "holds NaN, which is not a number JSON allows"),
         ("metrics from before explanations", "has no explanation statistics"),
         ("statistics of other features", "do not match the model's features"),
-        ("statistics that are not numbers", "are not all finite numbers"),
+        ("statistics that are not numbers", "has a tenure statistic that is not a finite number"),
+        ("an impossible tenure mean", "has a tenure mean of 5000, outside the schema's 0 to 1200"),
+        ("shares below 0", "has gender shares [-3, 4], not shares in [0, 1] adding up to 1"),
+        ("shares of 2", "has contract shares [-3, 2, 2]"),
+        ("shares all 0", "has partner shares [0, 0]"),
     ],
 )
-def test_a_model_without_statistics_still_predicts_and_says_how_to_explain(tmp_path, case, problem):
-    metrics = json.loads(MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text())
-    if case == "no metrics file":
-        metrics = None
-    elif case == "metrics from before explanations":
-        del metrics["explanation"]
-    elif case == "statistics of other features":
-        del metrics["explanation"]["means"]["contract"]["two_year"]
-    else:
-        metrics["explanation"]["means"]["tenure"] = "32"
-    model = load_served_model(copy_model(tmp_path, metrics))
+def test_a_model_without_usable_statistics_still_predicts_and_says_how_to_explain(tmp_path, case, problem):
+    model = load_served_model(copy_model(tmp_path, damaged_sidecar(case)))
     with pytest.raises(ExplanationUnavailable) as caught:
         make_explainer(model)
     message = str(caught.value)
@@ -211,6 +249,9 @@ def test_a_model_without_statistics_still_predicts_and_says_how_to_explain(tmp_p
     assert response.status_code == 200 and 0 < response.get_json()["churn_probability"] < 1
     refusal = client.post("/explain", json=SAMPLE_CUSTOMER)
     assert 400 <= refusal.status_code < 500 and refusal.get_json()["error"] == message
+    card = client.get("/model")
+    assert card.status_code == 200
+    json.loads(card.data, parse_constant=lambda name: pytest.fail(f"/model holds {name}"))
 
 
 @pytest.mark.parametrize("spelling", ["model", "dataset"])
@@ -229,13 +270,3 @@ def test_the_service_answers_the_explanation_with_predicts_probability(client, e
 def test_the_statistics_stay_out_of_the_training_metrics(served_model):
     assert "explanation" not in served_model.training
     assert Explainer(served_model.scorer, served_model.explanation).base_log_odds < 0  # most customers stay
-
-
-@pytest.mark.parametrize("name", ["monthlycharges", "totalcharges"])
-def test_number_sentences_need_no_json_escaping(explainer, name):
-    """explain_json writes a charge's sentence between quotes as it is: it must hold nothing JSON escapes."""
-    feature = FEATURES_BY_NAME[name]
-    j = explainer.names.index(name)
-    for value in (0, 0.004, 0.005, 1, 29.85, 999.999, 1234567.891, feature.maximum):
-        sentence = explainer.number_sentence(j, value)
-        assert json.dumps(sentence) == f'"{sentence}"', sentence

@@ -21,13 +21,16 @@ from schemathesis.config import SchemathesisConfig
 from churn.data import clean_text
 from churn.openapi import openapi_document
 from churn.schema import FEATURES, ID_COLUMN, ID_NAME, feature_for
-from churn.service import Settings
-from devtools import free_port, gunicorn_command, running_server
+from churn.scoring import load_served_model
+from churn.service import create_app
+from churn.settings import Settings
+from devtools import MODEL_FILE, free_port, gunicorn_command, running_server
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 # Small, so that generated batches near the limit stay cheap to send and to score.
 MAX_CUSTOMERS = 20
-DOCUMENT = openapi_document(Settings(max_customers=MAX_CUSTOMERS))
+SETTINGS = Settings(max_customers=MAX_CUSTOMERS)
+DOCUMENT = openapi_document(create_app(load_served_model(MODEL_FILE), SETTINGS), SETTINGS)
 
 # 413 is this API's answer to a batch longer than maxItems, as the document says; the other statuses are
 # the ones it documents for a request it rejects.

@@ -165,7 +165,7 @@ def test_the_longest_access_line_fits_one_atomic_write(capsys, caplog):
     logs.access_lines.flush()
     capsys.readouterr()
     # Characters outside the BMP are the longest in JSON: 12 bytes each.
-    logs.log_request("\U0001f600" * 100, "/\U0001f600" * 10_000, 200, 1e9, 10**9, "r" * 128)
+    logs.log_request("\U0001f600" * 100, "/\U0001f600" * 10_000, 200, 1e9, logs.RequestRecord("r" * 128, 10**9))
     logs.access_lines.flush()
     line = capsys.readouterr().out
     assert len(line.encode()) <= select.PIPE_BUF
@@ -177,7 +177,7 @@ def test_log_request_writes_one_json_line(capsys, caplog):
     caplog.set_level(logging.INFO, logger="churn.access")  # as configure_logging sets it in the service
     logs.access_lines.flush()
     capsys.readouterr()
-    logs.log_request("POST", '/a "b"\n\\c é', 422, 0.0012345, 3, "rid-1")
+    logs.log_request("POST", '/a "b"\n\\c é', 422, 0.0012345, logs.RequestRecord("rid-1", 3))
     assert capsys.readouterr().out == ""  # batched, until a flush
     logs.access_lines.flush()
     out = capsys.readouterr().out
@@ -219,8 +219,8 @@ def test_other_log_lines_carry_the_request_id_of_their_request():
         return json.loads(formatter.format(record))
 
     assert "request_id" not in line()
-    token = logs.request_id.set("rid-2")
+    token = logs.current_request.set(logs.RequestRecord("rid-2"))
     try:
         assert line()["request_id"] == "rid-2"
     finally:
-        logs.request_id.reset(token)
+        logs.current_request.reset(token)

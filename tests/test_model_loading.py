@@ -21,8 +21,9 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from churn.model import fit, load_model, save_model
+from churn.modelfile import ModelLoadError, required_sklearn_version
 from churn.schema import FEATURES, SAMPLE_CUSTOMER
-from churn.scoring import LinearScorer, ModelLoadError, load_served_model, required_sklearn_version
+from churn.scoring import LinearScorer, load_served_model
 from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command
 
 SKLEARN = version("scikit-learn")
@@ -367,9 +368,9 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in {TRAINING_ONLY!r}))
 def test_without_scikit_learn_or_the_lock_the_model_is_refused_with_the_reason(serving_site, tmp_path):
     missing_lock = tmp_path / "Pipfile.lock"
     code = f"""
-import churn.scoring
+import churn.modelfile
 from churn.scoring import ModelLoadError, load_served_model
-churn.scoring.LOCK_FILE = {str(missing_lock)!r}
+churn.modelfile.LOCK_FILE = {str(missing_lock)!r}
 try:
     load_served_model({str(MODEL_FILE)!r})
 except ModelLoadError as e:

@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-from churn.service import Settings
+from churn.settings import Settings
 from devtools import ROOT, free_port, gunicorn_command, running_server
 
 pytestmark = pytest.mark.nginx
