@@ -8,8 +8,14 @@ from churn.schema import FEATURES, SAMPLE_CUSTOMER
 # and two rules for one URL would make which one answers an accident of registration order.
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
 
-# What the script needs from the schema: which columns are numbers, under either spelling of their name.
-PAGE_SCHEMA = [{"name": f.name, "column": f.column, "numeric": not f.categorical} for f in FEATURES]
+# What the script needs from the schema: which columns are numbers, under either spelling of their name, and the
+# schema's one rule for a number written as text (Feature.text_pattern, a regular expression JavaScript reads alike),
+# so that the page sends as a number exactly the text the API and score.py would read as one.
+PAGE_SCHEMA = [
+    {"name": f.name, "column": f.column, "numeric": not f.categorical}
+    | ({} if f.categorical else {"text_pattern": f.text_pattern})
+    for f in FEATURES
+]
 
 # Everything the page loads comes from this server; the policy makes a CDN link or injected script fail loudly.
 CONTENT_SECURITY_POLICY = (
