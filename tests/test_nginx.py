@@ -251,7 +251,7 @@ def test_the_services_own_errors_pass_through_untouched(proxy, service, method, 
     assert via_proxy.json() == direct.json()
 
 
-LONG = "a" * 9000  # past large_client_header_buffers' 8 KiB
+LONG = "a" * 9000  # past large_client_header_buffers' 8190 bytes
 
 
 @pytest.mark.parametrize(
