@@ -9,8 +9,14 @@ from churn.schema import FEATURES, SAMPLE_CUSTOMER
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
 web.open = True  # the page and its assets hold no data, and must load to ask for an API key (churn.auth)
 
-# What the script needs from the schema: which columns are numbers, under either spelling of their name.
-PAGE_SCHEMA = [{"name": f.name, "column": f.column, "numeric": not f.categorical} for f in FEATURES]
+# What the script needs from the schema: which columns are numbers, under either spelling of their name, and the
+# schema's one rule for a number written as text (Feature.text_pattern, a regular expression JavaScript reads alike),
+# so that the page sends as a number exactly the text the API and score.py would read as one.
+PAGE_SCHEMA = [
+    {"name": f.name, "column": f.column, "numeric": not f.categorical}
+    | ({} if f.categorical else {"text_pattern": f.text_pattern})
+    for f in FEATURES
+]
 
 # Everything the page loads comes from this server; the policy makes a CDN link or injected script fail loudly.
 CONTENT_SECURITY_POLICY = (

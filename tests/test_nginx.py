@@ -251,7 +251,7 @@ def test_the_services_own_errors_pass_through_untouched(proxy, service, method, 
     assert via_proxy.json() == direct.json()
 
 
-LONG = "a" * 9000  # past large_client_header_buffers' 8 KiB
+LONG = "a" * 9000  # past large_client_header_buffers' 8190 bytes
 
 
 @pytest.mark.parametrize(
@@ -273,6 +273,112 @@ def test_nginx_own_errors_are_json(proxy, status, request_bytes):
     assert response.status == status, response.body[:300]
     assert_json_error(status, response.getheader("Content-Type"), response.body)
     assert GENERATED_ID.fullmatch(response.getheader("X-Request-ID", ""))
+
+
+# ---- What gunicorn refuses itself it answers with an HTML page of its own: nginx refuses it first, in JSON
+
+
+def request(target: str = "/health/ready", method: str = "GET", headers: tuple[str, ...] = ()) -> bytes:
+    """A request as bytes; a str part is sent as UTF-8, so a non-ASCII character is a raw byte on the wire."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: x", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def gunicorn_refusals(log: Path) -> int:
+    """How many requests gunicorn has refused itself (it logs a warning for each)."""
+    return log.read_text().count("Invalid request from ip=")
+
+
+HTML_ONLY_GUNICORN_SEES = (
+    # nginx cannot count a request's headers or check each one's value, nor refuse an upstream's HTML status without
+    # refusing the service's own JSON one with it (proxy_intercept_errors takes every status error_page lists, and
+    # the platform's location / inherits the list nginx's own errors need): gunicorn has to write these refusals in
+    # JSON itself, which gunicorn.conf.py can do by replacing gunicorn.util.write_error.
+    "gunicorn answers this itself, in HTML, until gunicorn.conf.py writes its refusals in JSON"
+)
+
+
+def gunicorn_sees(status: int, request_bytes: bytes, id: str):
+    return pytest.param(
+        status, request_bytes, id=id, marks=pytest.mark.xfail(strict=True, reason=HTML_ONLY_GUNICORN_SEES)
+    )
+
+
+@pytest.mark.parametrize(
+    "status, request_bytes",
+    [
+        # The issue's four.
+        pytest.param(400, request("/caf\u00e9"), id="utf-8-in-path"),
+        pytest.param(414, request("/" + "a" * 5000), id="5000-byte-line"),
+        gunicorn_sees(431, request(headers=tuple(f"X-Header-{i}: {i}" for i in range(100))), "101-headers"),
+        pytest.param(400, request(method="A" * 40), id="40-character-method"),
+        # The same limits in other forms.
+        pytest.param(400, request("/health/ready?q=caf\u00e9"), id="utf-8-in-query"),
+        pytest.param(400, request("http://x/caf\u00e9"), id="utf-8-in-absolute-url"),
+        pytest.param(400, request(method="GE"), id="2-character-method"),
+        pytest.param(414, "GET /{} HTTP/1.0\r\n\r\n".format("a" * 4085).encode(), id="http-1.0-line"),
+        pytest.param(431, request(headers=("X-Long: " + "a" * 8181,)), id="8189-byte-header"),
+        # nginx appends ", 127.0.0.1": a client's line of 8178 bytes reaches gunicorn at 8189.
+        pytest.param(431, request(headers=("X-Forwarded-For: " + "a" * 8161,)), id="lengthened-forwarded-for"),
+        # What only gunicorn can see.
+        gunicorn_sees(400, request(headers=("X-Note: a\x01b",)), "control-character-in-header"),
+        gunicorn_sees(400, request(headers=("Content-Type: a/b", "Content-Type: c/d")), "two-content-types"),
+        # gunicorn trusts scheme headers from loopback (forwarded_allow_ips), where nginx is in this test.
+        gunicorn_sees(400, request(headers=("X-Forwarded-Proto: https", "X-Forwarded-Ssl: off")), "two-schemes"),
+    ],
+)
+def test_what_gunicorn_refuses_itself_is_answered_in_json(proxy, status, request_bytes):
+    response = raw_exchange(proxy.port, request_bytes)
+    assert response.status == status, response.body[:300]
+    assert_json_error(status, response.getheader("Content-Type"), response.body)
+
+
+# Each of gunicorn's limits (its defaults: gunicorn.conf.py sets none), by a request just within it and one just past.
+GUNICORN_LIMITS = {
+    "request-line": (request("/" + "a" * 4080), request("/" + "a" * 4081), 414),  # 4094 bytes with "GET ", " HTTP/1.1"
+    "short-method": (request(method="PUT"), request(method="PU"), 400),
+    "long-method": (request(method="A" * 20), request(method="A" * 21), 400),
+    "target-byte": (request("/caf%C3%A9"), request("/caf\u00e9"), 400),
+    "header-line": (request(headers=("X-Long: " + "a" * 8180,)), request(headers=("X-Long: " + "a" * 8181,)), 431),
+}
+SENTENCES = {
+    "request-line": "The URL is too long: the request line is at most 4094 bytes",
+    "short-method": "The method is not valid: it has 3 to 20 characters",
+    "long-method": "The method is not valid: it has 3 to 20 characters",
+    "target-byte": "The URL is not valid: percent-encode any byte that is not printable ASCII",
+    "header-line": "The request headers are too large: at most 8188 bytes a line",
+}
+
+
+@pytest.mark.parametrize("limit", GUNICORN_LIMITS)
+def test_nginx_refuses_first_just_what_gunicorn_refuses(proxy, gunicorn, limit):
+    service, log = gunicorn
+    within, past, status = GUNICORN_LIMITS[limit]
+    port = int(service.rsplit(":", 1)[1])
+    # gunicorn on its own: it refuses the request past the limit itself; the one within reaches the service.
+    direct_past, direct_within = raw_exchange(port, past), raw_exchange(port, within)
+    assert direct_past.status == status
+    assert direct_within.status != status and direct_within.getheader("Content-Type") == "application/json"
+
+    # Through nginx: the one past the limit is refused by nginx, in JSON, and never reaches gunicorn...
+    refused_before = gunicorn_refusals(log)
+    response = raw_exchange(proxy.port, past)
+    assert response.status == status
+    assert assert_json_error(status, response.getheader("Content-Type"), response.body)["error"] == SENTENCES[limit]
+    assert GENERATED_ID.fullmatch(response.getheader("X-Request-ID", ""))
+    # ...and the one within gets the service's own answer.
+    passed = raw_exchange(proxy.port, within)
+    assert (passed.status, passed.getheader("Content-Type")) == (direct_within.status, "application/json")
+    assert json.loads(passed.body) == json.loads(direct_within.body)
+    assert gunicorn_refusals(log) == refused_before
+
+
+def test_the_forwarded_for_nginx_lengthens_is_refused_only_past_gunicorns_line(proxy):
+    within = raw_exchange(proxy.port, request(headers=("X-Forwarded-For: " + "a" * 8160,)))
+    assert within.status == 200, within.body[:300]
+    past = raw_exchange(proxy.port, request(headers=("X-Forwarded-For: " + "a" * 8161,)))
+    assert past.status == 431
+    assert_json_error(431, past.getheader("Content-Type"), past.body)
 
 
 def test_with_gunicorn_stopped_nginx_answers_a_json_502(tmp_path, customers):

@@ -3,6 +3,8 @@ errors, keyboard, phone, and the API key prompt."""
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from playwright.sync_api import expect, sync_playwright
 from churn.explain import make_explainer
 from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
 from churn.scoring import load_served_model
-from devtools import MODEL_FILE, free_port, running_server, waitress_command
+from devtools import MODEL_FILE, ROOT, free_port, running_server, waitress_command
 
 pytestmark = pytest.mark.browser
 
@@ -325,6 +327,140 @@ def test_batch_errors_are_shown_with_their_row(page, server_url, dataset_path, t
     expect(errors.nth(1)).to_contain_text(f"Row 3 ({rows[2]['customerID']}): tenure:")
     expect(page.locator("#batch-result")).to_be_hidden()
     page.screenshot(path=tmp_path / "batch-errors.png", full_page=True)
+
+
+# ---- Numbers written as text: the schema's one rule (Feature.text_pattern) decides for the page, the API and
+# score.py alike. Each case is one cell of the dataset's first customer; the first four are the issue's.
+NUMBER_TEXTS = [
+    ("tenure", "0x10"),
+    ("tenure", " 1e1 "),
+    ("tenure", "12"),
+    ("MonthlyCharges", " 29.85 "),
+    ("tenure", "+7"),
+    ("tenure", "0012"),
+    ("tenure", "12."),
+    ("tenure", "12.0"),
+    ("tenure", "12.5"),
+    ("tenure", "1_0"),  # Python's float reads it; JavaScript's Number does not
+    ("tenure", "\u0661\u0662"),  # Arabic-Indic 12: Python's float reads it
+    ("tenure", "\u00a012"),  # a no-break space: both languages' number readers skip it
+    ("tenure", "1201"),
+    ("tenure", ""),
+    ("SeniorCitizen", "1.0"),
+    ("MonthlyCharges", ".5"),
+    ("MonthlyCharges", "1e1"),
+    ("MonthlyCharges", "Infinity"),
+    ("MonthlyCharges", "-0"),
+    ("TotalCharges", " "),
+    ("TotalCharges", ""),
+    ("TotalCharges", "0x1p3"),
+]
+
+
+def number_text_rows(dataset_path) -> list[dict]:
+    base = raw_rows(dataset_path, 1)[0]
+    return [{**base, "customerID": f"case-{i}", column: text} for i, (column, text) in enumerate(NUMBER_TEXTS)]
+
+
+def page_refusals(page) -> set[str]:
+    """The customerIDs of the rows the page's upload lists as refused."""
+    expect(page.locator("#upload-error")).to_be_visible()
+    return set(page.locator("#upload-error li[data-index]").evaluate_all("items => items.map(i => i.textContent)"))
+
+
+def test_the_upload_refuses_exactly_the_number_texts_the_api_and_score_py_refuse(
+    page, server_url, dataset_path, tmp_path
+):
+    rows = number_text_rows(dataset_path)
+    upload(page, write_rows(rows, tmp_path / "numbers.csv"))
+    listed = page_refusals(page)
+    by_page = {row["customerID"] for row in rows if any(f"({row['customerID']})" in item for item in listed)}
+    assert len(listed) == len(by_page)  # one error a refused row: the cell that was changed
+
+    # The API, sent each row's text as the CSV holds it.
+    answers = {row["customerID"]: api(server_url, row, "/explain") for row in rows}
+    by_api = {customer for customer, (status, _) in answers.items() if status != 200}
+    assert all(status in (200, 422) for status, _ in answers.values())
+
+    # score.py, reading the same file.
+    output = tmp_path / "numbers.scored.csv"
+    run = subprocess.run(
+        [sys.executable, "score.py", str(tmp_path / "numbers.csv"), "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    with open(output.with_name("numbers.scored.rejects.csv"), newline="") as f:
+        by_score_py = {reject["customerID"] for reject in csv.DictReader(f)}
+
+    assert by_page == by_api == by_score_py
+    issue = {text: f"case-{i}" for i, (_, text) in enumerate(NUMBER_TEXTS[:4])}
+    assert {issue["0x10"], issue[" 1e1 "]} <= by_page and not {issue["12"], issue[" 29.85 "]} & by_page
+
+    # The rows all three accept are scored by the page as the API scores their text.
+    accepted = [row for row in rows if row["customerID"] not in by_api]
+    page.reload()
+    upload(page, write_rows(accepted, tmp_path / "accepted.csv"))
+    expect(page.locator("#scores tbody tr")).to_have_count(len(accepted))
+    shown = {customer: float(probability) for customer, probability, *_ in table_rows(page)}
+    assert shown == {row["customerID"]: answers[row["customerID"]][1]["churn_probability"] for row in accepted}
+
+
+@pytest.mark.parametrize("tenure, accepted", [("1e1", False), ("12", True)])
+def test_the_form_reads_numbers_by_the_same_rule(page, server_url, tenure, accepted):
+    control(page, "tenure").fill(tenure)
+    page.locator("#predict-button").click()
+    status, answer = api(server_url, {**SAMPLE_CUSTOMER, "tenure": tenure}, "/explain")
+    assert status == (200 if accepted else 422)
+    if accepted:
+        assert wait_for_result(page)[0] == answer["churn_probability"]
+    else:
+        expect(page.locator("#f-tenure-error")).to_contain_text(answer["detail"][0]["message"])
+
+
+def test_a_blank_total_in_the_form_counts_as_0_as_its_hint_says(page, server_url):
+    control(page, "totalcharges").fill("")
+    page.locator("#predict-button").click()
+    probability, _ = wait_for_result(page)
+    status, answer = api(server_url, {**SAMPLE_CUSTOMER, "totalcharges": ""}, "/explain")
+    assert status == 200 and probability == answer["churn_probability"]
+    assert answer == api(server_url, {**SAMPLE_CUSTOMER, "totalcharges": 0}, "/explain")[1]
+
+
+# ---- The download: a cell a spreadsheet would run as a formula is written as text (OWASP's CSV injection advice)
+
+FORMULA_IDS = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "\t=1+2", "\r=1+2", '=HYPERLINK("http://x.test")']
+PLAIN_IDS = ["7590-VHVEG", "-5", "+1.5", "2e3", " =1", "a=b"]
+
+
+def test_the_download_neutralises_formulas_and_keeps_numbers(page, dataset_path, tmp_path):
+    base = raw_rows(dataset_path, 1)[0]
+    ids = FORMULA_IDS + PLAIN_IDS
+    # An extra column whose name would be a formula, and one of signed numbers.
+    rows = [{**base, "customerID": id_, "@note": "-1", "Balance": "-12.5"} for id_ in ids]
+    rows[0].update({"@note": "=cmd", "Balance": "+3"})
+    upload(page, write_rows(rows, tmp_path / "formulas.csv"))
+    expect(page.locator("#scores tbody tr")).to_have_count(len(rows))
+    # The table shows each id as it is: only the file a spreadsheet opens needs the guard.
+    assert sorted(row[0] for row in table_rows(page)) == sorted(ids)
+
+    with page.expect_download() as info:
+        page.locator("#download").click()
+    scored = tmp_path / "scored.csv"
+    info.value.save_as(scored)
+    with open(scored, newline="") as f:
+        header, *lines = list(csv.reader(f))
+    assert header[: len(base) + 2] == [*base, "'@note", "Balance"]
+    assert [line[0] for line in lines] == [f"'{id_}" for id_ in FORMULA_IDS] + PLAIN_IDS
+    note, balance = header.index("'@note"), header.index("Balance")
+    assert [line[note] for line in lines] == ["'=cmd"] + ["-1"] * (len(rows) - 1)
+    assert [line[balance] for line in lines] == ["+3"] + ["-12.5"] * (len(rows) - 1)
+    # Everything else as uploaded, and the added columns as before.
+    for row, line in zip(rows, lines, strict=True):
+        assert line[1 : len(base)] == list(row.values())[1 : len(base)]
+        assert 0 <= float(line[header.index("churn_probability")]) <= 1
 
 
 def test_a_csv_with_uneven_rows_is_refused_before_sending(page, tmp_path):

@@ -6,7 +6,8 @@
   const explainUrl = document.body.dataset.explainUrl;
   // churn.data.clean_text: the dataset's spelling of a name to the model's, which the form's controls use.
   const modelName = (text) => text.toLowerCase().replaceAll(" ", "_");
-  const numericColumns = new Set(schema.filter((f) => f.numeric).flatMap((f) => [f.name, f.column]));
+  // churn.schema's one rule for a number written as text (Feature.text_pattern), by the model's name of the field.
+  const numberPatterns = new Map(schema.filter((f) => f.numeric).map((f) => [f.name, new RegExp(f.text_pattern)]));
   const columnOf = Object.fromEntries(schema.map((f) => [f.name, f.column]));
   const percent = (p) => `${(p * 100).toFixed(1)} %`;
 
@@ -109,9 +110,10 @@
   function customerFromForm() {
     const customer = {};
     for (const control of controls) {
-      // An empty or unparsable number is sent as null, so that the API names the field in its answer.
-      const number = control.type === "number";
-      customer[control.name] = number ? (control.value.trim() === "" ? null : Number(control.value)) : control.value;
+      // What the browser could not read as a number at all is sent as null, so that the API names the field; the
+      // rest as the CSV's cells are, by the schema's rule (a blank TotalCharges is 0, 1e1 is refused).
+      const unreadable = control.type === "number" && control.validity.badInput;
+      customer[control.name] = unreadable ? null : cell(control.name, control.value);
     }
     return customer;
   }
@@ -282,14 +284,21 @@
     return rows.filter((r) => r.length > 1 || r[0] !== ""); // blank lines
   }
 
+  // A text cell a spreadsheet would read as a formula (OWASP's CSV injection: =, +, -, @, tab or CR first) gets a
+  // leading ' so that it is shown as the text it is; a number (-5, +1.5e3) cannot be a formula and stays a number.
+  const FORMULA_START = /^[=+\-@\t\r]/;
+  const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+  const inert = (value) => (FORMULA_START.test(value) && !NUMBER.test(value) ? `'${value}` : value);
   const csvField = (value) => (/[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value);
-  const csvLine = (fields) => fields.map(csvField).join(",");
+  const csvLine = (fields) => fields.map((value) => csvField(inert(value))).join(",");
 
-  // Numbers go as JSON numbers; a blank or unparsable cell goes as written, for the API to accept or name.
+  // A number's text (under any spelling of its column the API accepts) that the schema's rule reads goes as the JSON
+  // number it spells, which the API takes exactly as it would the text; anything else goes as written, a blank
+  // TotalCharges included, for the API to read or refuse in its own words: the page, the API and score.py decide
+  // alike, and the API's fast path still gets numbers.
   function cell(column, value) {
-    if (!numericColumns.has(column) || value.trim() === "") return value;
-    const number = Number(value);
-    return Number.isFinite(number) ? number : value;
+    const pattern = numberPatterns.get(modelName(column));
+    return pattern && pattern.test(value) ? Number(value) : value;
   }
 
   function showBatchErrors(data, ids) {
