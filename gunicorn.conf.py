@@ -6,6 +6,9 @@ import shutil
 import sys
 import tempfile
 
+import gunicorn.util
+
+from churn.errors import write_gunicorn_refusal
 from churn.settings import SettingError, Settings
 
 try:
@@ -36,6 +39,9 @@ control_socket_disable = True
 # a proxy on the same host, or any local client) into the WSGI environ, and answers a path outside it with
 # an HTML 500. Nothing here is mounted under a prefix: such headers are dropped like any underscore header.
 forwarder_headers = ""
+
+# What gunicorn refuses itself, before the app sees it, is answered in the service's JSON error shape, not HTML.
+gunicorn.util.write_error = write_gunicorn_refusal
 
 # prometheus_client keeps each worker's metrics in files under this folder; it must be set before the
 # app (and so prometheus_client) is imported, which is why it is here and not in the app.

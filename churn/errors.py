@@ -66,6 +66,17 @@ class ServiceError(Exception):
         return [body]
 
 
+def write_gunicorn_refusal(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn.util.write_error's replacement (gunicorn.conf.py): what gunicorn refuses before the app sees it
+    (over 100 headers, a control character in a header, a malformed request line) in the one JSON shape rather
+    than gunicorn's HTML page, behind nginx or not."""
+    from gunicorn.util import write_nonblock
+
+    body = error_body(f"{reason}: {mesg}" if mesg else reason)
+    head = f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    write_nonblock(sock, f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+
+
 def as_response(error: ServiceError) -> Response:
     status, headers, body = error.as_wsgi()
     return Response(body, status, headers)

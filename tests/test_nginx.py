@@ -289,19 +289,10 @@ def gunicorn_refusals(log: Path) -> int:
     return log.read_text().count("Invalid request from ip=")
 
 
-HTML_ONLY_GUNICORN_SEES = (
-    # nginx cannot count a request's headers or check each one's value, nor refuse an upstream's HTML status without
-    # refusing the service's own JSON one with it (proxy_intercept_errors takes every status error_page lists, and
-    # the platform's location / inherits the list nginx's own errors need): gunicorn has to write these refusals in
-    # JSON itself, which gunicorn.conf.py can do by replacing gunicorn.util.write_error.
-    "gunicorn answers this itself, in HTML, until gunicorn.conf.py writes its refusals in JSON"
-)
-
-
 def gunicorn_sees(status: int, request_bytes: bytes, id: str):
-    return pytest.param(
-        status, request_bytes, id=id, marks=pytest.mark.xfail(strict=True, reason=HTML_ONLY_GUNICORN_SEES)
-    )
+    """What nginx cannot see (it counts no headers and checks no header's value), and gunicorn refuses itself: in
+    JSON, as gunicorn.conf.py has it write its refusals."""
+    return pytest.param(status, request_bytes, id=id)
 
 
 @pytest.mark.parametrize(
@@ -457,7 +448,7 @@ def seconds(value: str) -> int:
 def test_timeouts_are_ordered_gunicorn_then_nginx_then_the_load_balancer():
     server_conf = (PLATFORM_CONF_D / "elasticbeanstalk" / "churn_server.conf").read_text()
     directives = dict(re.findall(r"^\s*(\w+)\s+([^;{]+);", server_conf, re.MULTILINE))
-    gunicorn_timeout = int(re.search(r'GUNICORN_TIMEOUT", "(\d+)"', (ROOT / "gunicorn.conf.py").read_text())[1])
+    gunicorn_timeout = Settings().timeout
     # The load balancer's idle timeout: 60 s unless .ebextensions sets aws:elbv2:loadbalancer IdleTimeout.
     idle = 60
     for path in (ROOT / ".ebextensions").glob("*.config"):
