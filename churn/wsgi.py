@@ -6,6 +6,7 @@ Both work on the WSGI environ rather than Flask's context-local proxies, which c
 import random
 import re
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
@@ -15,6 +16,9 @@ from churn.endpoint import CustomerEndpoint
 from churn.errors import ServiceError
 
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+# An HTML page is never shown in another site's frame (clickjacking); the web page sets a stricter policy of its own.
+NO_FRAMING = (("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"))
 REQUEST_ID = re.compile(logs.REQUEST_ID_PATTERN)
 
 
@@ -47,6 +51,19 @@ class FastPaths:
         return [answer.body]
 
 
+def secured(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """No framing of an HTML page, and a redirect relative: its absolute form would name the Host header a client
+    sent (Host: evil.example gives Location: https://evil.example/docs/)."""
+    names = {name.lower(): i for i, (name, _) in enumerate(headers)}
+    if "location" in names:
+        i = names["location"]
+        parts = urlsplit(headers[i][1])
+        headers[i] = ("Location", urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment)))
+    if "content-type" in names and headers[names["content-type"]][1].startswith("text/html"):
+        headers += [header for header in NO_FRAMING if header[0].lower() not in names]
+    return headers
+
+
 class RequestObserver:
     """Request ID, duration, metrics and the access log line, around every request."""
 
@@ -76,8 +93,8 @@ class RequestObserver:
 
         def start_with_id(status_line, headers, exc_info=None):
             status.append(status_line)
-            headers.append(("X-Request-ID", record.id))
-            return start_response(status_line, headers, exc_info)
+            headers += (("X-Request-ID", record.id), NOSNIFF)
+            return start_response(status_line, secured(headers), exc_info)
 
         try:
             # Flask answers with a buffered body, so the response is complete when the app returns.

@@ -3,6 +3,9 @@
 import http.client
 import json
 import re
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -12,7 +15,7 @@ from churn.auth import open_endpoints
 from churn.schema import SAMPLE_CUSTOMER
 from churn.service import create_app
 from churn.settings import Settings
-from devtools import free_port, gunicorn_command, running_server
+from devtools import free_port, gunicorn_command, running_server, wait_for
 
 KEY = "k3y-Only.The_Test~Knows"
 OTHER_KEY = "second-key-for-rotation"
@@ -291,3 +294,31 @@ def test_an_empty_or_unreadable_key_file_stops_gunicorn_with_a_clear_message(tmp
         text = Path(log).read_text()
         assert f"CHURN_API_KEYS_FILE ({path}) {message}" in text, text[-2000:]
         assert KEY not in text
+
+
+def test_a_key_rotated_in_the_file_takes_effect_on_sighup_with_no_failed_request(tmp_path):
+    """The README's rotation: add the new key, SIGHUP, move the clients, remove the old key, SIGHUP."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"{KEY}\n")
+    port = free_port()
+    with running_server(gunicorn_command(port), port, env={"CHURN_API_KEYS_FILE": str(keys)}) as (_, master):
+
+        def status(key: str) -> int:
+            return raw(port, "POST", "/predict", {"X-API-Key": key})[0]
+
+        def after_sighup(expected: dict[str, int]) -> None:
+            master.send_signal(signal.SIGHUP)
+            # Old workers finish what they hold while new ones start: until then either may answer.
+            assert wait_for(lambda: all(status(k) == s for k, s in expected.items() for _ in range(4)), 20), expected
+
+        assert (status(KEY), status(OTHER_KEY)) == (200, 401)
+        keys.write_text(f"{KEY}\n{OTHER_KEY}\n")
+        after_sighup({KEY: 200, OTHER_KEY: 200})
+        stop = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            moved = pool.submit(lambda: [status(OTHER_KEY) for _ in iter(stop.is_set, True)])
+            keys.write_text(f"{OTHER_KEY}\n")
+            after_sighup({KEY: 401, OTHER_KEY: 200})
+            stop.set()
+            statuses = moved.result()
+        assert statuses and set(statuses) == {200}, f"{len(statuses)} requests with the new key: {set(statuses)}"

@@ -458,3 +458,12 @@ def test_timeouts_are_ordered_gunicorn_then_nginx_then_the_load_balancer():
     read, send = seconds(directives["proxy_read_timeout"]), seconds(directives["proxy_send_timeout"])
     assert gunicorn_timeout < read < idle and send < idle
     assert seconds(directives["keepalive_timeout"]) > idle
+
+
+def test_through_the_proxy_redirects_stay_relative_and_pages_unframed(proxy):
+    docs = raw_exchange(proxy.port, b"GET /docs HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Proto: https\r\n\r\n")
+    assert docs.status == 308
+    assert docs.getheader("Location") == "/docs/"
+    assert docs.getheader("X-Content-Type-Options") == "nosniff"
+    page = raw_exchange(proxy.port, b"GET /docs/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert page.status == 200 and page.getheader("X-Frame-Options") == "DENY"

@@ -1,0 +1,28 @@
+"""The WSGI layers: headers every answer carries, and redirects that never name a host a client chose."""
+
+import pytest
+
+from churn.schema import SAMPLE_CUSTOMER
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("POST", "/predict", SAMPLE_CUSTOMER), ("POST", "/predict", {}), ("GET", "/model", None), ("GET", "/", None)],
+)
+def test_every_answer_forbids_sniffing(client, method, path, body):
+    answer = client.open(path, method=method, json=body)
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/", "/docs/", "/docs"])
+def test_no_html_page_may_be_framed(client, path):
+    answer = client.get(path)
+    assert answer.mimetype == "text/html"
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+def test_a_redirect_names_no_host_a_client_sent(client):
+    answer = client.get("/docs", headers={"Host": "evil.example", "X-Forwarded-Proto": "https"})
+    assert answer.status_code == 308
+    assert answer.headers["Location"] == "/docs/"
