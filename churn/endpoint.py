@@ -20,6 +20,7 @@ from churn.schema import (
     MAX_FIELDS,
     Problems,
     clean_customer,
+    clean_customers,
     exact_acceptors,
     exact_spelling,
 )
@@ -157,7 +158,7 @@ class CustomerEndpoint:
         if many:
             if len(data) > self.max_customers:
                 raise ServiceError(413, errors.too_many(self.max_customers))
-            customers = [clean_customer(customer, problems, index) for index, customer in enumerate(data)]
+            customers = clean_customers(data, problems)
         elif isinstance(data, dict):
             customers = [clean_customer(data, problems)]
         else:

@@ -8,9 +8,12 @@ one value and clean_customer for a whole customer; EXACT_CUSTOMER is a fast acce
 spellings (the model's and the dataset's) that gives the same values, and leaves everything else to them.
 """
 
+import operator
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from operator import itemgetter
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter
@@ -50,15 +53,15 @@ class Feature:
     # the value, (above the training mean, below it). Every feature has them: a test checks.
     phrases: Any = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
     def name(self) -> str:
         return clean_text(self.column)
 
-    @property
+    @cached_property
     def categorical(self) -> bool:
         return bool(self.values)
 
-    @property
+    @cached_property
     def clean_values(self) -> tuple:
         return tuple(clean_text(v) for v in self.values)
 
@@ -84,34 +87,42 @@ class Feature:
 
     def clean(self, value):
         """The model's value for what a client sent, or InvalidValue: the one rule for a single value."""
+        clean, problem = self.check(value)
+        if problem:
+            raise InvalidValue(problem)
+        return clean
+
+    def check(self, value) -> tuple[Any, str | None]:
+        """(the model's value, None), or (None, what is allowed): clean() without an exception, which costs more
+        than the check itself when a body holds thousands of invalid values."""
         if self.categorical:
             canonical = self._canonical.get(value) if value.__class__ is str else None
-            if canonical is None and isinstance(value, str) and clean_text(value) in self.clean_values:
-                canonical = clean_text(value)
-            if canonical is None:
-                allowed = ", ".join(repr(v) for v in self.clean_values)
-                raise InvalidValue(f"Input should be one of {allowed} (case and spaces do not matter)")
-            return canonical
-        return self._number(value)
-
-    def _number(self, value):
-        if isinstance(value, str):
+            if canonical is None and isinstance(value, str) and (cleaned := clean_text(value)) in self.clean_values:
+                canonical = cleaned
+            return (canonical, None) if canonical is not None else (None, self._messages["category"])
+        if value.__class__ is str:
             if self.blank_is_zero and not value.strip(" "):
-                return 0.0
+                return 0.0, None
             if not self._text.fullmatch(value):
-                raise InvalidValue(f"{self.expected}, as a JSON number or as decimal text")
+                return None, self._messages["type"]
             value = float(value)
         elif value.__class__ not in (int, float):  # bool is an int subclass: true is no number here
-            raise InvalidValue(f"{self.expected}, as a JSON number or as decimal text")
+            return None, self._messages["type"]
         if value != value or not self.minimum <= value <= self.maximum:  # NaN fails every comparison
-            raise InvalidValue(self.expected)
+            return None, self.expected
         if self.integer:
             if value.__class__ is float:
-                if not value.is_integer():
-                    raise InvalidValue("Input should be a whole number")
-                return int(value)
-            return value
-        return float(value)
+                return (int(value), None) if value.is_integer() else (None, self._messages["whole"])
+            return value, None
+        return float(value), None
+
+    @cached_property
+    def _messages(self) -> dict[str, str]:
+        """Each refusal's sentence, made once; true whichever way the value came (JSON, a CSV cell, the form)."""
+        if self.categorical:
+            allowed = ", ".join(repr(v) for v in self.clean_values)
+            return {"category": f"Input should be one of {allowed} (case and spaces do not matter)"}
+        return {"type": f"{self.expected}, written in decimal digits", "whole": "Input should be a whole number"}
 
     @property
     def expected(self) -> str:
@@ -293,59 +304,146 @@ class Problems:
     customers: int = 0
     details: list = field(default_factory=list)
 
-    def add(self, detail: dict) -> None:
+    def room(self) -> bool:
+        return len(self.details) < MAX_DETAILS
+
+    def add(self, index: int | None, field: str | None, message: str, feature: "Feature | None" = None) -> None:
+        """One error; described while there is room (a detail costs more than the check that found it)."""
         self.errors += 1
         if len(self.details) < MAX_DETAILS:
-            self.details.append(detail)
+            detail = error_detail(field, message, feature)
+            self.details.append(detail if index is None else {"index": index, **detail})
 
 
 def clean_customer(obj, problems: Problems, index: int | None = None) -> dict | None:
     """A customer as the model reads it (keyed by the model's names, the id under ID_COLUMN), or None with its
     errors added to problems. Other fields are ignored; two spellings of one field must agree."""
     errors_before = problems.errors
+    customer = None
     if not isinstance(obj, dict):
-        problems.add(_at(index, error_detail(None, "A customer must be a JSON object")))
+        problems.add(index, None, "A customer must be a JSON object")
     elif len(obj) > MAX_FIELDS:
-        problems.add(_at(index, error_detail(None, f"A customer has at most {MAX_FIELDS} fields, not {len(obj)}")))
+        problems.add(index, None, f"A customer has at most {MAX_FIELDS} fields, not {len(obj)}")
     else:
-        customer, sent_as = {}, {}
-        for key, value in obj.items():
-            feature = feature_for(key)
-            name = feature.name if feature else ID_COLUMN if clean_text(key) == ID_NAME else None
-            if name is None:
-                continue
-            try:
-                if feature is None and value.__class__ not in (str, int):
-                    raise InvalidValue("The customer's id should be a string or a whole number")
-                clean = feature.clean(value) if feature else value
-            except InvalidValue as e:
-                problems.add(_at(index, error_detail(key, str(e), feature)))
-                sent_as.setdefault(name, key)
-                continue
-            if name in sent_as and customer.get(name, clean) != clean:
-                problems.add(_at(index, error_detail(key, conflict(sent_as[name], key), feature)))
-            sent_as.setdefault(name, key)
-            customer.setdefault(name, clean)
-        missing = len(FEATURES) - len(sent_as) + (ID_COLUMN in sent_as)
-        if missing and len(problems.details) >= MAX_DETAILS:
-            problems.errors += missing  # counted, not described: a flood of {} costs little
-        elif missing:
-            for feature in FEATURES:
-                if feature.name not in sent_as:
-                    problems.add(_at(index, error_detail(feature.name, "Field required", feature)))
+        customer = _clean_fields(obj, problems, index)
     if problems.errors > errors_before:
         problems.customers += 1
         return None
     return customer
 
 
+def _clean_fields(obj: dict, problems: Problems, index: int | None) -> dict:
+    customer, sent_as = {}, {}
+    for key, value in obj.items():
+        feature = feature_for(key)
+        if feature is not None:
+            name = feature.name
+            clean, problem = feature.check(value)
+        elif clean_text(key) == ID_NAME:
+            name = ID_COLUMN
+            clean, problem = _check_id(value)
+        else:
+            continue
+        if problem is None and name in sent_as and customer.get(name, clean) != clean:
+            problem = conflict(sent_as[name], key)
+        if problem is not None:
+            problems.add(index, key, problem, feature)
+        sent_as.setdefault(name, key)
+        if problem is None:
+            customer.setdefault(name, clean)
+    missing = len(FEATURES) - len(sent_as) + (ID_COLUMN in sent_as)
+    if missing and not problems.room():
+        problems.errors += missing  # counted, not described: a flood of {} costs little
+    elif missing:
+        for feature in FEATURES:
+            if feature.name not in sent_as:
+                problems.add(index, feature.name, "Field required", feature)
+    return customer
+
+
+def clean_customers(objects: list, problems: Problems) -> list[dict | None]:
+    """clean_customer for each object of a batch, in order, until the details are full; from then on the request is
+    refused whatever follows, and the rest is only counted, a column at a time (count_problems)."""
+    customers = []
+    for index, obj in enumerate(objects):
+        if not problems.room():
+            count_problems(objects[index:], problems)
+            break
+        customers.append(clean_customer(obj, problems, index))
+    return customers
+
+
+def count_problems(objects: list, problems: Problems) -> None:
+    """Count the errors and invalid customers clean_customer would find, without describing them, at a cost below
+    that of scoring as many valid customers: customers with the same keys are checked a field at a time, and each
+    distinct value of a field once (a body of invalid customers repeats its values)."""
+    groups = defaultdict(list)
+    for obj in objects:
+        if obj.__class__ is dict and len(obj) <= MAX_FIELDS:
+            groups[tuple(obj)].append(obj)
+        else:
+            problems.errors += 1
+            problems.customers += 1
+    for keys, group in groups.items():
+        fields = _fields_of(keys)
+        if fields is None:  # two spellings of one field: whether they agree is a question for each customer
+            for obj in group:
+                clean_customer(obj, problems)
+            continue
+        missing = len(FEATURES) - sum(feature is not None for _, feature in fields)
+        invalid = [bool(missing)] * len(group)
+        problems.errors += missing * len(group)
+        for key, feature in fields:
+            bad = _invalid_values(feature, list(map(itemgetter(key), group)))
+            problems.errors += sum(bad)
+            invalid = list(map(operator.or_, invalid, bad))
+        problems.customers += sum(invalid)
+
+
+@lru_cache(maxsize=256)
+def _fields_of(keys: tuple) -> tuple | None:
+    """The fields among keys, as (key, feature, or None for the id); None when two keys name one field."""
+    fields, names = [], set()
+    for key in keys:
+        feature = feature_for(key)
+        if feature is None and clean_text(key) != ID_NAME:
+            continue
+        name = feature.name if feature else ID_COLUMN
+        if name in names:
+            return None
+        names.add(name)
+        fields.append((key, feature))
+    return tuple(fields)
+
+
+def _check_id(value) -> tuple[Any, str | None]:
+    return (
+        (value, None)
+        if value.__class__ in (str, int)
+        else (None, "The customer's id should be a string or a whole number")
+    )
+
+
+CONTAINERS = {list, dict}  # what JSON arrays and objects are read as
+
+
+def _invalid_values(feature: Feature | None, column: list) -> list[bool]:
+    """Whether each value is refused; each distinct (type, value) is checked once."""
+    check = feature.check if feature else _check_id
+    types = list(map(type, column))
+    kinds = set(types)
+    if kinds & CONTAINERS:  # refused as values everywhere, and unhashable
+        if kinds <= CONTAINERS:
+            return [True] * len(column)
+        return [kind in CONTAINERS or check(value)[1] is not None for kind, value in zip(types, column, strict=True)]
+    typed = list(zip(types, column, strict=True))
+    verdicts = {key: check(key[1])[1] is not None for key in set(typed)}
+    return list(map(verdicts.__getitem__, typed))
+
+
 def conflict(first: str, second: str) -> str:
     """The error of two spellings of one field that give the model different values."""
     return f"{first!r} and {second!r} are the same field with different values"
-
-
-def _at(index: int | None, detail: dict) -> dict:
-    return detail if index is None else {"index": index, **detail}
 
 
 # ---- The fast acceptors: one for the model's spelling and one for the dataset's, each taking that spelling exactly,
