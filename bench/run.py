@@ -83,31 +83,38 @@ def raw_rows(n: int) -> list[dict]:
     return pd.read_csv(dataset_path(), dtype={"TotalCharges": str}).head(n).to_dict(orient="records")
 
 
-def refusal_bodies() -> tuple[bytes, bytes]:
-    """10,000 empty objects, and 10,000 valid customers (the dataset's rows, repeated) in the model's spelling."""
+def refusal_bodies() -> tuple[dict[str, bytes], bytes]:
+    """Invalid bodies of 10,000 customers in the shapes an attacker sends (empty objects; every field blank, a list,
+    or an unknown category), and 10,000 valid customers (the dataset's rows, repeated) in the model's spelling."""
     clean = json.loads(batch_body())
-    return json.dumps([{}] * REFUSED).encode(), json.dumps((clean * (REFUSED // len(clean) + 1))[:REFUSED]).encode()
+    valid = (clean * (REFUSED // len(clean) + 1))[:REFUSED]
+    unknown = [{k: "unknown" if isinstance(v, str) else v for k, v in c.items()} for c in valid]
+    refused = {
+        "empty objects": [{}] * REFUSED,
+        "blank fields": [dict.fromkeys(FEATURE_NAMES, "")] * REFUSED,
+        "lists as values": [{name: [] for name in FEATURE_NAMES}] * REFUSED,
+        "unknown categories": unknown,
+    }
+    return {kind: json.dumps(body).encode() for kind, body in refused.items()}, json.dumps(valid).encode()
 
 
-def time_refusal(server: "Server", refused: bytes, valid: bytes, requests: int) -> tuple[float, float, int]:
-    """Median seconds to answer each body, interleaved one after the other, and the size of the refusal."""
-    times = {"refused": [], "valid": []}
-    size = 0
-    for _ in range(requests):
-        for kind, body, expected in (("refused", refused, 422), ("valid", valid, 200)):
-            start = time.perf_counter()
-            request = urllib.request.Request(server.url, body, {"Content-Type": "application/json"}, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    status, answer = response.status, response.read()
-            except urllib.error.HTTPError as e:
-                status, answer = e.code, e.read()
-            times[kind].append(time.perf_counter() - start)
-            if status != expected:
-                raise BenchError(f"the {kind} 10,000-customer body got {status}, not {expected}")
-            if kind == "refused":
-                size = len(answer)
-    return statistics.median(times["refused"]), statistics.median(times["valid"]), size
+def time_refusals(server: "Server", refused: dict[str, bytes], valid: bytes, requests: int) -> dict[str, tuple]:
+    """For each invalid shape: the median seconds to refuse it and to score the valid body, interleaved one after the
+    other, the two bodies' sizes, and the size of the refusal."""
+    results = {}
+    for kind, body in refused.items():
+        times = {422: [], 200: []}
+        for _ in range(requests):
+            for sent, expected in ((body, 422), (valid, 200)):
+                start = time.perf_counter()
+                status, answer = post(server.url, sent, timeout=30, parse=False)
+                times[expected].append(time.perf_counter() - start)
+                if status != expected:
+                    raise BenchError(f"the 10,000-customer body of {kind} got {status}, not {expected}")
+                if expected == 422:
+                    size = len(answer)
+        results[kind] = (statistics.median(times[422]), statistics.median(times[200]), len(body), len(valid), size)
+    return results
 
 
 def ensure_wrk() -> str:
@@ -201,13 +208,15 @@ def server_env() -> dict:
     return env
 
 
-def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, object]:
+def post(url: str, body: bytes, timeout: float = 10, parse: bool = True) -> tuple[int, object]:
+    """The status and the answer (parsed, or as bytes; an error's as bytes)."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            answer = response.read()
+            return response.status, json.loads(answer) if parse else answer
     except urllib.error.HTTPError as e:
-        return e.code, e.read()[:500]
+        return e.code, e.read()
 
 
 def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes) -> Server:
@@ -433,6 +442,10 @@ def us(seconds: float) -> str:
     return f"{micro:.1f} µs" if micro < 100 else f"{micro:,.0f} µs"
 
 
+def mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 def row(label: str, cells) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
@@ -442,7 +455,6 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     batch = Summary.of(results["batch"])
     raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
     explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
-    refused_s, valid_s, refused_size = refusal
     ours, classic, floor, unobserved = (single[k] for k in ("ours", "classic", "floor", "unobserved"))
     n = args.rounds
     lines = [
@@ -471,11 +483,14 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             f"customers/s, POST /explain, {BATCH_SIZE:,}-customer batches",
             (explain_batch.rate(BATCH_SIZE), "", "", ""),
         ),
-        row(
-            f"median time: refuse {REFUSED:,} empty objects / score {REFUSED:,} customers",
-            (f"{ms(refused_s)} / {ms(valid_s)}", "", "", ""),
+        *(
+            row(
+                f"median time: refuse {REFUSED:,} customers of {kind} ({mib(sent)}) / score {REFUSED:,} "
+                f"({mib(valid)}); the refusal's size",
+                (f"{ms(refused_s)} / {ms(valid_s)}; {size:,} bytes", "", "", ""),
+            )
+            for kind, (refused_s, valid_s, sent, valid, size) in refusal.items()
         ),
-        row(f"size of the refusal of {REFUSED:,} empty objects", (f"{refused_size:,} bytes", "", "", "")),
         row("import time of the app module", (f"{imports[k][0] * 1000:.0f} ms" for k in SERVICES)),
         row("peak RSS of that import", (f"{imports[k][1]:.1f} MiB" for k in SERVICES)),
         row(f"start to first answer ({args.workers} workers)", (f"{startup[k]:.2f} s" for k in SERVICES)),
@@ -536,8 +551,14 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             0.5,
             True,
         ),
-        (f"refusing {REFUSED:,} empty objects: time vs scoring {REFUSED:,}", refused_s / valid_s, None, 1.0, False),
-        (f"refusing {REFUSED:,} empty objects: answer size in KiB", refused_size / 1024, None, 64, False),
+        *(
+            (f"refusing {REFUSED:,} customers of {kind}: time vs scoring {REFUSED:,}", r[0] / r[1], None, 1.0, False)
+            for kind, r in refusal.items()
+        ),
+        *(
+            (f"refusing {REFUSED:,} customers of {kind}: answer size in KiB", r[4] / 1024, None, 64, False)
+            for kind, r in refusal.items()
+        ),
         ("import of predict.py: time vs the classic's", imports["ours"][0] / imports["classic"][0], None, 1.0, False),
         (
             "import of predict.py: peak RSS vs the classic's",
@@ -611,8 +632,8 @@ def main(argv=None) -> int:
                         f"p99 {ms(run.p99)}  CPU {run.cpu * 1e6:,.0f} us/request  {' '.join(run.notes)}",
                         file=sys.stderr,
                     )
-            print(f"timing the refusal of {REFUSED:,} empty objects...", file=sys.stderr)
-            refusal = time_refusal(servers["ours"], refused, valid, 5 * args.rounds)
+            print(f"timing the refusal of {REFUSED:,} invalid customers...", file=sys.stderr)
+            refusal = time_refusals(servers["ours"], refused, valid, 5 * args.rounds)
             memory = {name: worker_memory(server.process.pid) for name, server in servers.items()}
             startup = {name: server.startup for name, server in servers.items()}
             for server in servers.values():
