@@ -111,7 +111,7 @@ class AccessLines:
                 sys.stdout.write("".join(self.lines))
                 sys.stdout.flush()
             except (OSError, ValueError):  # a full disk, a closed pipe or stream: the lines go, the answers stay
-                metrics.LOG_LINES_DROPPED.inc(len(self.lines))
+                metrics.count_dropped_lines(len(self.lines))
             self.lines.clear()
             self.size = 0
 

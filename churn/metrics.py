@@ -15,18 +15,38 @@ it, stays bounded by the most workers that ever run at once.
 """
 
 import bisect
+import itertools
+import logging
 import os
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from churn.settings import Settings
 
+log = logging.getLogger(__name__)
 _metrics_dir = Settings.one_from_env("metrics_dir")
 # Until a worker takes a slot, a process writes under its pid, as prometheus_client does by default. The identifier
 # is remembered rather than asked of the system on every update (a system call per metric update).
 _identity = str(os.getpid())
+# The kinds of file prometheus_client writes for the metrics below (one per type; a test checks).
+FILE_KINDS = ("counter", "histogram")
+# prometheus_client writes values into files it maps to memory: a page it writes that the filesystem cannot back (a
+# full disk) kills the process with SIGBUS. So each process's files get their blocks before any value is written,
+# enough for every series here several times over; where they cannot, the process counts nothing (degraded) rather
+# than die, and answers as ever.
+RESERVED_BYTES = 256 * 1024
+_degraded = False
 
 
 def _forked() -> None:
@@ -34,9 +54,28 @@ def _forked() -> None:
     _identity = str(os.getpid())
 
 
+def _reserve(identity: str) -> bool:
+    """Whether the files of this identity now have their blocks (fallocate), or already had them."""
+    try:
+        for kind in FILE_KINDS:
+            fd = os.open(os.path.join(_metrics_dir, f"{kind}_{identity}.db"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVED_BYTES)
+            finally:
+                os.close(fd)
+    except OSError as e:
+        log.error("metrics degraded: no room for this process's metrics in %s (%s)", _metrics_dir, e.strerror)
+        return False
+    return True
+
+
 os.register_at_fork(after_in_child=_forked)
 if _metrics_dir is not None:
-    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _identity)
+    if _reserve(_identity):
+        values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _identity)
+    else:  # values in memory, never written (prometheus_client chose files when it saw the folder's variable)
+        values.ValueClass = values.MutexValue
+        _degraded = True
 
 REQUESTS = Counter("churn_http_requests", "HTTP requests answered", ["method", "endpoint", "status"])
 REQUEST_DURATION = Histogram("churn_http_request_duration_seconds", "Time to answer a request", ["endpoint"])
@@ -44,10 +83,8 @@ PREDICTIONS = Counter("churn_predictions", "Customers scored")
 LOG_LINES_DROPPED = Counter("churn_log_lines_dropped", "Access lines that could not be written (a full disk)")
 # Counts per bin, not a Histogram: a batch adds each bin's count in one increment (public API), where a Histogram
 # would take one observe per customer.
-PROBABILITY_EDGES = np.linspace(0, 1, 11)
-PROBABILITY_BINS = [
-    f"{low:.1f}-{high:.1f}" for low, high in zip(PROBABILITY_EDGES, PROBABILITY_EDGES[1:], strict=False)
-]
+PROBABILITY_EDGES = [tenth / 10 for tenth in range(11)]
+PROBABILITY_BINS = [f"{low:.1f}-{high:.1f}" for low, high in itertools.pairwise(PROBABILITY_EDGES)]
 PROBABILITY = Counter(
     "churn_probability_customers",
     "Customers served by churn probability, in tenths (the last bin holds 1.0); watch the shares drift",
@@ -58,6 +95,8 @@ _request_series = {}  # (method, endpoint, status) -> its metric children, looke
 
 
 def observe_request(method: str, endpoint: str, status: str, duration: float) -> None:
+    if _degraded:
+        return
     key = (method, endpoint, status)
     series = _request_series.get(key)
     if series is None:
@@ -68,6 +107,8 @@ def observe_request(method: str, endpoint: str, status: str, duration: float) ->
 
 def observe_scores(probabilities: list[float]) -> None:
     """Count the customers scored, one increment per bin for a whole batch."""
+    if _degraded:
+        return
     PREDICTIONS.inc(len(probabilities))
     last = len(_probability_bins) - 1
     if len(probabilities) == 1:
@@ -79,11 +120,42 @@ def observe_scores(probabilities: list[float]) -> None:
             child.inc(count)
 
 
+def count_dropped_lines(lines: int) -> None:
+    if not _degraded:
+        LOG_LINES_DROPPED.inc(lines)
+
+
+def degraded() -> bool:
+    """Whether some counts are being lost: this process could not reserve its files, or the folder's filesystem is
+    full or read-only now (so a worker starting now could not)."""
+    if _degraded:
+        return True
+    if _metrics_dir is None:
+        return False
+    try:
+        folder = os.statvfs(_metrics_dir)
+    except OSError:
+        return True
+    return folder.f_bavail == 0 or bool(folder.f_flag & os.ST_RDONLY)
+
+
+class DegradedCollector:
+    """churn_metrics_degraded: 1 while counts are being lost (alert on it), else 0."""
+
+    def collect(self):
+        yield GaugeMetricFamily("churn_metrics_degraded", degraded.__doc__.split(":")[0], value=float(degraded()))
+
+
+if _metrics_dir is None:
+    REGISTRY.register(DegradedCollector())
+
+
 def exposition() -> tuple[bytes, str]:
     if _metrics_dir is None:
         return generate_latest(), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    registry.register(DegradedCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -92,8 +164,11 @@ def exposition() -> tuple[bytes, str]:
 
 def clear_folder(folder: str) -> None:
     """At the master's start: files left by an earlier run would be counted again."""
-    for name in os.listdir(folder):
-        os.remove(os.path.join(folder, name))
+    try:
+        for name in os.listdir(folder):
+            os.remove(os.path.join(folder, name))
+    except OSError as e:  # a read-only folder: counted again, but the service starts
+        log.error("metrics: cannot clear %s (%s)", folder, e.strerror)
 
 
 def choose_slot(worker, workers) -> None:
@@ -103,6 +178,10 @@ def choose_slot(worker, workers) -> None:
 
 
 def take_slot(worker) -> None:
-    """post_fork, in the new worker: write under the slot chosen for it."""
-    global _identity
-    _identity = f"worker{worker.metrics_slot}"
+    """post_fork, in the new worker: write under the slot chosen for it, once its files have their blocks."""
+    global _identity, _degraded
+    identity = f"worker{worker.metrics_slot}"
+    if _degraded or _metrics_dir is None or _reserve(identity):
+        _identity = identity
+    else:
+        _degraded = True
