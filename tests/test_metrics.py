@@ -148,7 +148,7 @@ def test_a_new_process_in_a_slot_carries_on_from_its_values(tmp_path):
     exposition = samples(run_python(TAKE_SLOT, env))
     assert exposition[("churn_predictions_total", ())] == 6
     assert exposition[(PROBABILITY_SERIES, (("bin", "0.9-1.0"),))] == 4
-    assert {path.name for path in tmp_path.glob("*worker3.db")} == {"counter_worker3.db"}
+    assert {path.name for path in tmp_path.glob("*worker3.db")} == {f"{kind}_worker3.db" for kind in metrics.FILE_KINDS}
 
 
 def test_slots_are_the_lowest_no_running_worker_holds():
