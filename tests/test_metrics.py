@@ -196,6 +196,8 @@ def test_metrics_are_summed_across_two_gunicorn_workers(tmp_path):
             if len(scored) == 2 and all(scored):
                 break
         assert sorted(workers) == ["worker0", "worker1"], f"metrics files of {sorted(workers)}"
+        # Every file prometheus_client writes is of a kind whose blocks metrics reserves (a full disk).
+        assert {path.name.rsplit("_", 1)[0] for path in metrics_dir.glob("*.db")} == set(metrics.FILE_KINDS)
         scored = {pid: w.get(("churn_predictions_total", ()), 0) for pid, w in workers.items()}
         assert all(scored.values()), f"a worker scored no customer: {scored}"
         assert sum(scored.values()) == len(probabilities)
