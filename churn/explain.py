@@ -62,7 +62,7 @@ def _check_stats(stats) -> dict:
             raise ExplanationUnavailable(f"has {f.name} shares {values}, not shares in [0, 1] adding up to 1")
         if not f.categorical and not f.minimum <= values[0] <= f.maximum:
             raise ExplanationUnavailable(
-                f"has a {f.name} mean of {values[0]:g}, outside the schema's {f.minimum:g} to {f.maximum:g}"
+                f"has a {f.name} mean of {values[0]:g}, outside the schema's range ({f.range})"
             )
     return means
 

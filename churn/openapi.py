@@ -58,7 +58,7 @@ def value_schema(feature: Feature) -> dict:
     else:
         number = {"type": "integer" if feature.integer else "number"}
         number |= {"minimum": feature.minimum, "maximum": feature.maximum}
-        described = f"A {feature.kind} from {feature.minimum:g} to {feature.maximum:g}, as a number or decimal text"
+        described = f"A {feature.kind} {feature.range}, as a number or decimal text"
         choices = [number, {"type": "string", "pattern": feature.text_pattern}]
         if feature.blank_is_zero:
             described += "; blank text counts as 0"

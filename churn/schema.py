@@ -126,7 +126,12 @@ class Feature:
 
     @property
     def expected(self) -> str:
-        return f"Input should be a {self.kind} from {self.minimum:g} to {self.maximum:g}"
+        return f"Input should be a {self.kind} {self.range}"
+
+    @property
+    def range(self) -> str:
+        """'from 0 to 100000000': the bounds as a person writes them (not 1e+08), and as JSON and JavaScript do."""
+        return f"from {self.minimum:.15g} to {self.maximum:.15g}"
 
     @property
     def kind(self) -> str:

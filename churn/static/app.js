@@ -74,10 +74,10 @@
 
   function describe(detail) {
     let text = detail.message;
-    // A message about a category usually lists the allowed values itself.
+    // A message usually states what is allowed itself (the categories, or the range): it is not said twice.
     if (detail.allowed) {
       if (!text.includes(detail.allowed[0])) text += ` (allowed: ${detail.allowed.join(", ")})`;
-    } else if (detail.maximum != null) {
+    } else if (detail.maximum != null && !text.includes(`from ${detail.minimum} to ${detail.maximum}`)) {
       text += ` (allowed: ${detail.minimum} to ${detail.maximum})`;
     }
     return text;
