@@ -14,6 +14,7 @@ import math
 from operator import itemgetter
 
 import numpy as np
+import orjson
 
 from churn.data import clean_text
 from churn.modelfile import sidecar_path
@@ -108,28 +109,18 @@ class Explainer:
                 self.reasons.append(None)
         self.base_log_odds = base
         self.names = [name for name, *_ in self.terms]
+        # For answers_json: each tabled reason as JSON, and an answer's text around its numbers and reasons.
+        self.reasons_json = [
+            None if made is None else {value: orjson.dumps(r) for value, r in made.items()} for made in self.reasons
+        ]
+        members = ",".join(f'"{name}":%s' for name in self.names)
+        base_json = orjson.dumps(base).decode()
+        self.answer_template = f'%s,"base_log_odds":{base_json},"contributions":{{{members}}},"reasons":[%s]}}'.encode()
 
     @staticmethod
     def sentence(feature, mean: float, value) -> str:
         above, below = feature.phrases
         return (above if value > mean else below)(value)
-
-    def contributions(self, customers: list[dict]) -> tuple[list[list[float]], list[list[int]]]:
-        """Each customer's contributions in the schema's order, and the indices of the largest MAX_REASONS.
-
-        One customer is computed in plain Python, many a feature at a time with numpy: the same to the bit
-        (the same float operations), and ties keep the schema's order in both (stable sorts).
-        """
-        if len(customers) == 1:
-            customer = customers[0]
-            row = [
-                table[customer[name]] if table is not None else weight * (customer[name] - mean)
-                for name, table, weight, mean in self.terms
-            ]
-            # reverse=True keeps the order of equal items, as the stable argsort does
-            return [row], [sorted(range(len(row)), key=row.__getitem__, reverse=True)[:MAX_REASONS]]
-        matrix = self.matrix([list(map(itemgetter(name), customers)) for name in self.names])
-        return matrix.tolist(), np.argsort(-matrix, axis=1, kind="stable")[:, :MAX_REASONS].tolist()
 
     def matrix(self, columns: list[list]) -> np.ndarray:
         """The contributions of customers given as one column of values per feature: customers x features."""
@@ -152,20 +143,79 @@ class Explainer:
 
     def explain(self, customers: list[dict]) -> list[dict]:
         """For each customer: {"base_log_odds", "contributions": {feature: log-odds, all of them}, "reasons": the
-        features pushing toward churn (positive contributions), largest first, at most MAX_REASONS}."""
-        rows, tops = self.contributions(customers)
+        features pushing toward churn (positive contributions), largest first, at most MAX_REASONS}.
+
+        One customer is computed in plain Python, many a feature at a time with numpy: the same to the bit (the same
+        float operations), and ties keep the schema's order in both (stable sorts).
+        """
+        if len(customers) == 1:
+            return [self.explain_one(customers[0])]
+        columns = [list(map(itemgetter(name), customers)) for name in self.names]
+        matrix = self.matrix(columns)
+        order = np.argsort(-matrix, axis=1, kind="stable")[:, :MAX_REASONS]
+        positive = np.take_along_axis(matrix, order, axis=1) > 0
+        # Each feature's reason for every customer (a tabled one, looked up in C), or for those it is a reason for.
+        reasons = []
+        for j, made in enumerate(self.reasons):
+            if made is not None:
+                reasons.append(list(map(made.__getitem__, columns[j])))
+            else:
+                rows = np.flatnonzero(((order == j) & positive).any(axis=1)).tolist()
+                given = matrix[rows, j].tolist()
+                reasons.append({i: self.reason(j, columns[j][i], c) for i, c in zip(rows, given, strict=True)})
         names, base = self.names, self.base_log_odds
         return [
             {
                 "base_log_odds": base,
                 "contributions": dict(zip(names, row, strict=True)),
-                "reasons": [self.reason(j, customer[names[j]], row[j]) for j in top if row[j] > 0],
+                "reasons": [reasons[j][i] for j, ok in zip(top, shown, strict=True) if ok],
             }
-            for customer, row, top in zip(customers, rows, tops, strict=True)
+            for i, (row, top, shown) in enumerate(zip(matrix.tolist(), order.tolist(), positive.tolist(), strict=True))
         ]
 
+    def answers_json(self, customers: list[dict], predictions: list[dict]) -> bytes:
+        """explain(), each merged after its customer's prediction, as the JSON array of an answer, for a batch.
+
+        Written without a dict per customer, which would cost more than the explanation: orjson writes every
+        contribution of the batch in one call from the numpy matrix (each float's shortest exact text) and each
+        prediction, and each answer is those texts in a template, with its reasons (each made once, as JSON)."""
+        columns = [list(map(itemgetter(name), customers)) for name in self.names]
+        matrix = self.matrix(columns)
+        order = np.argsort(-matrix, axis=1, kind="stable")[:, :MAX_REASONS]
+        positive = np.take_along_axis(matrix, order, axis=1) > 0
+        reasons = []
+        for j, made in enumerate(self.reasons_json):
+            if made is not None:
+                reasons.append(list(map(made.__getitem__, columns[j])))
+            else:
+                rows = np.flatnonzero(((order == j) & positive).any(axis=1)).tolist()
+                given = matrix[rows, j].tolist()
+                reasons.append(
+                    {i: orjson.dumps(self.reason(j, columns[j][i], c)) for i, c in zip(rows, given, strict=True)}
+                )
+        contributions = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+        template = self.answer_template
+        heads = map(orjson.dumps, predictions)
+        rows = zip(heads, contributions, order.tolist(), positive.tolist(), strict=True)
+        answers = [
+            template % (head[:-1], *row.split(b","), b",".join([reasons[j][i] for j, ok in zip(top, shown) if ok]))  # noqa: B905 (MAX_REASONS each)
+            for i, (head, row, top, shown) in enumerate(rows)
+        ]
+        return b"[" + b",".join(answers) + b"]"
+
     def explain_one(self, customer: dict) -> dict:
-        return self.explain([customer])[0]
+        row = [
+            table[customer[name]] if table is not None else weight * (customer[name] - mean)
+            for name, table, weight, mean in self.terms
+        ]
+        # reverse=True keeps the order of equal items, as the stable argsort does
+        top = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:MAX_REASONS]
+        return {
+            "base_log_odds": self.base_log_odds,
+            "contributions": dict(zip(self.names, row, strict=True)),
+            "reasons": [self.reason(j, customer[self.names[j]], row[j]) for j in top if row[j] > 0],
+        }
+
 
 
 def reason(feature: str, value, contribution: float, text: str) -> dict:

@@ -72,8 +72,9 @@ class Predictor:
         """Each answer is the prediction's members, then the explanation's."""
         scored = self.probabilities(customers)
         answers = list(map(self.prediction, customers, scored))
-        for answer, explanation in zip(answers, self.explainer.explain(customers), strict=True):
-            answer.update(explanation)
+        if len(customers) > 1:
+            return self.explainer.answers_json(customers, answers), scored
+        answers[0].update(self.explainer.explain_one(customers[0]))
         return orjson.dumps(answers if many else answers[0]), scored
 
     def card(self) -> dict:
