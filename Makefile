@@ -23,19 +23,19 @@ test: $(SYNCED)
 	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container")
 
-# The quick edit-and-test loop: only what needs nothing beyond the venv (no Chromium, nginx, Java or container
-# engine to install) and takes seconds, not minutes. The markers are listed in pyproject.toml.
+# The quick edit-and-test loop: tests/unit (no server, browser, nginx, Spark or container: nothing beyond the venv),
+# less the tests marked slow; under a minute, where `make test` takes many. The markers are listed in pyproject.toml.
 test-fast: $(SYNCED)
-	$(VENV)/bin/python -m pytest -m "not browser and not container and not nginx and not spark and not slow"
+	$(VENV)/bin/python -m pytest tests/unit -m "not slow"
 
 # train.py finds the data in $CHURN_DATA, ../shared/data/ or data/, else downloads it to data/.
 train: $(SYNCED)
 	$(VENV)/bin/python train.py --report reports
 	mkdir -p docs && cp reports/roc.png docs/roc.png
 
-# Re-runs the notebook and saves it with its outputs (tests/test_notebook.py fails when they are stale).
+# Re-runs the notebook and saves it with its outputs (tests/integration/test_notebook.py fails when they are stale).
 notebook: $(SYNCED)
-	CHURN_UPDATE_NOTEBOOK=1 $(VENV)/bin/python -m pytest tests/test_notebook.py
+	CHURN_UPDATE_NOTEBOOK=1 $(VENV)/bin/python -m pytest tests/integration/test_notebook.py
 
 # JupyterLab on the notebooks folder, for this machine only (it runs code for whoever holds its token).
 JUPYTER_PORT ?= 8888
@@ -55,7 +55,7 @@ bench-batch: $(SYNCED)
 
 # Longer runs of what `make test` runs briefly: schemathesis with more examples; load and faults for 30 s each.
 fuzz: $(SYNCED)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(VENV)/bin/python -m pytest tests/test_fuzz.py -p no:cacheprovider
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(VENV)/bin/python -m pytest tests/integration/test_fuzz.py -p no:cacheprovider
 
 loadtest: $(SYNCED)
 	$(VENV)/bin/python -m loadtest.run $(if $(DURATION),--duration $(DURATION))

@@ -1,7 +1,7 @@
 """Load and faults against the real gunicorn on 127.0.0.1: a soak, a worker killed, the master stopped and reloaded.
 
-`make loadtest` runs each scenario at full length and prints its figures; tests/test_load_faults.py runs short
-versions and asserts on the same figures. Every request opens its own connection (gunicorn's sync workers
+`make loadtest` runs each scenario at full length and prints its figures; tests/integration/test_load_faults.py runs
+short versions and asserts on the same figures. Every request opens its own connection (gunicorn's sync workers
 close after each response), posts the sample customer with its own X-Request-ID, and ends as one of:
 ok (2xx), non2xx, refused (the connection was refused: nothing listens), or failed (connected, but no
 complete answer: reset, closed early or timed out).

@@ -1,4 +1,4 @@
-"""Build the service's image and check containers of it: `make container-test`, and tests/test_container.py.
+"""Build the service's image and check containers of it: `make container-test`, and tests/integration/test_container.py.
 
     CONTAINER_ENGINE=docker .venv/bin/python scripts/container_test.py
 

@@ -152,3 +152,49 @@ def train_run(dataset_path, tmp_path_factory) -> TrainRun:
     )
     assert run.returncode == 0, run.stderr
     return TrainRun(run.stdout, run.stderr, model, report)
+
+
+@pytest.fixture(scope="module")
+def explain_reference(clean_df):
+    """The committed model as scikit-learn objects, the training split it was fitted on, and every row's log-odds."""
+    from churn.model import encode, load_model, split
+
+    dv, model = load_model(MODEL_FILE)
+    X_train = encode(split(clean_df)[0], dv)
+    X_all = encode(clean_df, dv)
+    return dv, model, X_train, X_all, model.decision_function(X_all)
+
+
+# ---- Batch scoring (tests/unit/test_batch.py, tests/integration/test_batch_score_py.py)
+
+
+@pytest.fixture(scope="module")
+def raw_text(dataset_path):
+    """The dataset with every value as text."""
+    from tests.helpers import read_text_csv
+
+    return read_text_csv(dataset_path)
+
+
+@pytest.fixture(scope="module")
+def expected(clean_df):
+    """scikit-learn's churn probability of every row of the dataset (the committed model)."""
+    from churn.model import load_model, predict
+
+    dv, model = load_model(MODEL_FILE)
+    return predict(clean_df, dv, model)
+
+
+@pytest.fixture(scope="session")
+def big_files(tmp_path_factory, dataset_path):
+    """The dataset repeated to 100,000 and 500,000 rows, as CSV."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    folder = tmp_path_factory.mktemp("big")
+    table = pacsv.read_csv(dataset_path)
+    files = {}
+    for rows in (100_000, 500_000):
+        files[rows] = folder / f"customers-{rows}.csv"
+        pacsv.write_csv(pa.concat_tables([table] * -(-rows // table.num_rows)).slice(0, rows), files[rows])
+    return files

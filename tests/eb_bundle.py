@@ -1,5 +1,5 @@
-"""Run by tests/test_elasticbeanstalk.py with the EB CLI's own virtual environment, in a copy of the project:
-what `eb deploy` uploads, by the EB CLI's own code, and the Docker build context, by the Docker SDK's own code.
+"""Run by tests/integration/test_elasticbeanstalk.py with the EB CLI's own virtual environment, in a copy of the
+project: what `eb deploy` uploads, by the EB CLI's own code, and the Docker build context, by the Docker SDK's own code.
 Writes {"bundle": [...], "context": [...]} (paths relative to the project) as JSON to the file named by argv[1]."""
 
 import json

@@ -46,7 +46,7 @@ def filter_body(ctx, body) -> bool:
     """Leave out bodies with another spelling of a field's name (schemathesis tries case variants of names).
 
     JSON Schema cannot say that two spellings of one field must agree, so the document names each field in the
-    model's spelling and describes the others in words; tests/test_api.py covers every spelling and conflict.
+    model's spelling and describes the others in words; tests/unit/test_endpoint.py covers every spelling and conflict.
     """
     customers = body if isinstance(body, list) else [body]
     return not any(

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 NOTEBOOK = ROOT / "notebooks" / "churn-model.ipynb"
 MAX_NOTEBOOK_BYTES = 1_000_000
-REFRESH = "refresh it with `CHURN_UPDATE_NOTEBOOK=1 .venv/bin/python -m pytest tests/test_notebook.py`"
+REFRESH = "refresh it with `CHURN_UPDATE_NOTEBOOK=1 .venv/bin/python -m pytest tests/integration/test_notebook.py`"
 
 
 def code_cells(nb):

@@ -1,52 +1,18 @@
-"""Prometheus metrics: a batch counted at once, worker slots, and what real servers expose after real predictions."""
+"""Prometheus metrics under real servers: summed across two gunicorn workers, moving under waitress, and exact
+while gunicorn recycles its workers."""
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from churn import metrics
 from churn.schema import SAMPLE_CUSTOMER
-from devtools import ROOT, free_port, gunicorn_command, running_server, waitress_command
-
-CONTRACTS = ("month-to-month", "one_year", "two_year")
-INTERNET = ("dsl", "fiber_optic", "no")
-
-
-def customers(n: int, start: int = 0) -> list[dict]:
-    """n distinct valid customers whose probabilities spread over the histogram's buckets."""
-    return [
-        dict(
-            SAMPLE_CUSTOMER,
-            tenure=(i * 7) % 73,
-            contract=CONTRACTS[i % 3],
-            internetservice=INTERNET[(i // 3) % 3],
-            onlinesecurity="no_internet_service" if INTERNET[(i // 3) % 3] == "no" else "no",
-            monthlycharges=20 + (i * 3.3) % 90,
-            totalcharges=((i * 7) % 73) * (20 + (i * 3.3) % 90),
-        )
-        for i in range(start, start + n)
-    ]
-
-
-def samples(text: str) -> dict[tuple, float]:
-    """Every sample of an exposition, keyed by (sample name, sorted labels)."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from devtools import free_port, gunicorn_command, running_server, waitress_command
+from tests.helpers import PROBABILITY_SERIES, customers, samples
 
 
 def scrape(url: str) -> dict[tuple, float]:
@@ -82,85 +48,6 @@ def expect_served(exposition: dict, probabilities: list[float], predict_requests
     for name, count in bins.items():
         low, high = map(float, name.split("-"))
         assert count == sum(low <= p < high or p == high == 1.0 for p in probabilities), name
-
-
-# ---- observe_scores, in a fresh interpreter: the metrics are globals of the default registry.
-
-PROBABILITY_SERIES = "churn_probability_customers_total"
-OBSERVE_BOTH_WAYS = """
-import json, sys
-from churn import metrics
-
-def counts():
-    served = {s.labels["bin"]: s.value for s in metrics.PROBABILITY.collect()[0].samples if s.name.endswith("_total")}
-    return [served.get(name, 0) for name in metrics.PROBABILITY_BINS]
-
-values = json.loads(sys.stdin.read())
-metrics.observe_scores(values)
-batched = counts()
-for value in values:
-    metrics.observe_scores([value])
-print(json.dumps([batched, [b - a for a, b in zip(batched, counts())]]))
-"""
-
-
-def probability_values() -> list[float]:
-    edges = [i / 10 for i in range(11)]
-    near = [float(np.nextafter(e, d)) for e in edges for d in (-1.0, 2.0) if 0 <= np.nextafter(e, d) <= 1]
-    return edges + near + np.random.default_rng(0).random(2000).tolist()
-
-
-def run_python(code: str, env: dict, stdin: str = "") -> str:
-    run = subprocess.run(
-        [sys.executable, "-c", code], input=stdin, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    return run.stdout
-
-
-@pytest.mark.parametrize("multiprocess", [False, True], ids=["one-process", "multiprocess"])
-def test_a_batch_counts_what_one_customer_at_a_time_counts(tmp_path, multiprocess):
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    if multiprocess:
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
-    values = probability_values()
-    batched, one_by_one = json.loads(run_python(OBSERVE_BOTH_WAYS, env, json.dumps(values)))
-    assert batched == one_by_one
-    assert sum(batched) == len(values)
-    assert batched[0] == sum(v < 0.1 for v in values) > 0
-    assert batched[9] == sum(v >= 0.9 for v in values) > 0
-
-
-# A worker that replaces a recycled one takes its slot and carries on from the slot's values: prometheus_client reads
-# a value's file when it opens it. Should a release stop doing so, totals would fall at every recycle: this fails.
-TAKE_SLOT = """
-import types
-from churn import metrics
-metrics.take_slot(types.SimpleNamespace(metrics_slot=3))
-metrics.observe_scores([0.05, 0.95, 0.95])
-print(metrics.exposition()[0].decode())
-"""
-
-
-def test_a_new_process_in_a_slot_carries_on_from_its_values(tmp_path):
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    run_python(TAKE_SLOT, env)
-    exposition = samples(run_python(TAKE_SLOT, env))
-    assert exposition[("churn_predictions_total", ())] == 6
-    assert exposition[(PROBABILITY_SERIES, (("bin", "0.9-1.0"),))] == 4
-    assert {path.name for path in tmp_path.glob("*worker3.db")} == {f"{kind}_worker3.db" for kind in metrics.FILE_KINDS}
-
-
-def test_slots_are_the_lowest_no_running_worker_holds():
-    running = [types.SimpleNamespace(metrics_slot=slot) for slot in (0, 2)]
-    new = types.SimpleNamespace()
-    metrics.choose_slot(new, running)
-    assert new.metrics_slot == 1
-    metrics.choose_slot(new, [*running, types.SimpleNamespace(metrics_slot=1)])
-    assert new.metrics_slot == 3
-
-
-# ---- The real servers
 
 
 def per_process(metrics_dir: Path, scratch: Path) -> dict[str, dict]:

@@ -1,3 +1,6 @@
+"""train.py as a process: the course's AUC, the pickled pair, the committed model reproduced and kept, and the one
+line it ends with offline and without the dataset."""
+
 import os
 import pickle
 import re
@@ -44,26 +47,6 @@ def test_committed_model_is_what_train_py_makes(trained):
     """On any machine: the BLAS kernel and thread count move coefficients by ~1e-14, which same_fit allows."""
     _, output = trained
     assert same_fit(MODEL_FILE, *load_model(output))
-
-
-def test_same_fit_allows_rounding_noise_and_nothing_more(tmp_path):
-    dv, model = load_model(MODEL_FILE)
-    assert same_fit(MODEL_FILE, dv, model)
-    model.coef_ = model.coef_ + 3e-14  # what another machine's BLAS gives
-    assert same_fit(MODEL_FILE, dv, model)
-    model.coef_[0, 0] += 1e-6
-    assert not same_fit(MODEL_FILE, dv, model)
-
-    dv, model = load_model(MODEL_FILE)
-    model.C = 0.1
-    assert not same_fit(MODEL_FILE, dv, model)
-    dv, model = load_model(MODEL_FILE)
-    dv.vocabulary_ = {**dv.vocabulary_, "gender=other": len(dv.vocabulary_)}
-    assert not same_fit(MODEL_FILE, dv, model)
-
-    damaged = tmp_path / "model.bin"
-    damaged.write_bytes(MODEL_FILE.read_bytes()[:100])
-    assert not same_fit(damaged, *load_model(MODEL_FILE))
 
 
 def test_retraining_keeps_a_model_that_differs_only_by_rounding(dataset_path, tmp_path):

@@ -14,7 +14,7 @@ from churn.batch import InputError, score_file
 from churn.model import load_model, predict
 from churn.spark import read_frame, score_frame, score_path, session
 from tests.conftest import MODEL_FILE, ROOT
-from tests.test_batch import TOLERANCE, read_text_csv, write_bad_rows
+from tests.helpers import TOLERANCE, read_text_csv, write_bad_rows
 
 pytestmark = pytest.mark.spark
 
@@ -29,7 +29,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def bad_rows(tmp_path_factory, dataset_path, served_model):
-    """The bad-rows file of tests/test_batch.py, and what the local engine makes of it."""
+    """The bad-rows file that score.py's tests use (tests/helpers.py), and what the local engine makes of it."""
     folder = tmp_path_factory.mktemp("bad")
     write_bad_rows(read_text_csv(dataset_path), folder / "customers.csv")
     summary = score_file(folder / "customers.csv", folder / "local.csv", served_model)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "container_test.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "container_test.py"
 _spec = importlib.util.spec_from_file_location("container_test", SCRIPT)
 ct = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ct)

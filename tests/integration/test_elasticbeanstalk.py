@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted((ROOT / ".ebextensions").glob("*.config"))
 
 # The sections an .ebextensions file may have (Elastic Beanstalk Developer Guide, "Advanced environment

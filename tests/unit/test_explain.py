@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from churn.explain import Explainer, ExplanationUnavailable, global_explanation, make_explainer
-from churn.model import FEATURE_NAMES, encode, explanation_stats, load_model, split
+from churn.model import FEATURE_NAMES
 from churn.predictor import Predictor
 from churn.schema import FEATURES, SAMPLE_CUSTOMER
 from churn.scoring import load_served_model, sigmoid
@@ -18,15 +18,6 @@ from devtools import MODEL_FILE
 
 LOG_ODDS_TOLERANCE = 1e-12
 SHAP_TOLERANCE = 1e-9
-
-
-@pytest.fixture(scope="module")
-def reference(clean_df):
-    """The committed model as scikit-learn objects, the training split it was fitted on, and every row's log-odds."""
-    dv, model = load_model(MODEL_FILE)
-    X_train = encode(split(clean_df)[0], dv)
-    X_all = encode(clean_df, dv)
-    return dv, model, X_train, X_all, model.decision_function(X_all)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +50,12 @@ def log_odds(answers) -> np.ndarray:
     return np.array([a["base_log_odds"] + sum(a["contributions"].values()) for a in answers])
 
 
+@pytest.mark.slow  # every row, one at a time too
 @pytest.mark.parametrize("spelling", ["model", "dataset"])
-def test_contributions_add_up_to_scikit_learns_log_odds(explainer, served_model, reference, spellings, spelling):
-    *_, decision = reference
+def test_contributions_add_up_to_scikit_learns_log_odds(
+    explainer, served_model, explain_reference, spellings, spelling
+):
+    *_, decision = explain_reference
     customers = spellings[spelling]
     batch = explainer.explain(customers)
     assert len(batch) == 7043
@@ -74,9 +68,10 @@ def test_contributions_add_up_to_scikit_learns_log_odds(explainer, served_model,
     assert all(set(a["contributions"]) == set(FEATURE_NAMES) for a in batch)
 
 
+@pytest.mark.slow  # imports shap, and compares every row
 @pytest.mark.parametrize("spelling", ["model", "dataset"])
-def test_contributions_are_shaps_interventional_values(shap, explainer, reference, spellings, spelling):
-    dv, model, X_train, X_all, _ = reference
+def test_contributions_are_shaps_interventional_values(shap, explainer, explain_reference, spellings, spelling):
+    dv, model, X_train, X_all, _ = explain_reference
     # The masker's own default would summarise the background with 100 sampled rows; the definition uses all of it.
     shap_explainer = shap.LinearExplainer(model, shap.maskers.Independent(X_train, max_samples=len(X_train)))
     assert shap_explainer.feature_perturbation == "interventional"
@@ -91,6 +86,7 @@ def test_contributions_are_shaps_interventional_values(shap, explainer, referenc
     assert abs(explainer.base_log_odds - float(np.squeeze(shap_explainer.expected_value))) <= SHAP_TOLERANCE
 
 
+@pytest.mark.slow  # every row, and 500 one at a time
 @pytest.mark.parametrize("spelling", ["model", "dataset"])
 def test_the_json_answer_is_the_explanation_to_the_bit(served_model, explainer, spellings, spelling):
     customers = spellings[spelling]
@@ -155,8 +151,8 @@ def test_every_category_and_integer_reads_as_a_sentence(explainer):
             assert low != high
 
 
-def test_global_explanation_is_the_models_weights(served_model, reference):
-    dv, model, *_ = reference
+def test_global_explanation_is_the_models_weights(served_model, explain_reference):
+    dv, model, *_ = explain_reference
     card = global_explanation(served_model.scorer)
     assert card["intercept"] == model.intercept_[0]
     coef = dict(zip(dv.feature_names_, model.coef_[0], strict=True))
@@ -168,23 +164,6 @@ def test_global_explanation_is_the_models_weights(served_model, reference):
             flat[name] = weight
     assert flat == coef
     json.dumps(card)  # it goes into /model's JSON as it is
-
-
-def test_train_py_writes_the_training_splits_means(train_run, clean_df, reference):
-    dv, *_ = reference
-    written = json.loads(train_run.model.with_name(train_run.model.name + ".json").read_text())["explanation"]
-    full_train = split(clean_df)[0]
-    assert written["rows"] == len(full_train) == 5634
-    for feature in FEATURES:
-        mean = written["means"][feature.name]
-        if feature.categorical:
-            shares = full_train[feature.name].value_counts(normalize=True)
-            assert mean == pytest.approx({v: shares.get(v, 0.0) for v in feature.clean_values}, rel=1e-12, abs=0)
-        else:  # pandas sums in another order: the last digits may differ
-            assert mean == pytest.approx(full_train[feature.name].mean(), rel=1e-12, abs=0)
-    # The committed model's file carries the same statistics, so its /explain is current.
-    committed = json.loads(MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text())["explanation"]
-    assert committed == written == explanation_stats(dv, encode(full_train, dv))
 
 
 def copy_model(tmp_path, sidecar: str | None):
@@ -232,7 +211,7 @@ def damaged_sidecar(case: str) -> str | None:
         ("metrics from before explanations", "has no explanation statistics"),
         ("statistics of other features", "do not match the model's features"),
         ("statistics that are not numbers", "has a tenure statistic that is not a finite number"),
-        ("an impossible tenure mean", "has a tenure mean of 5000, outside the schema's 0 to 1200"),
+        ("an impossible tenure mean", "has a tenure mean of 5000, outside the schema's range (from 0 to 1200)"),
         ("shares below 0", "has gender shares [-3, 4], not shares in [0, 1] adding up to 1"),
         ("shares of 2", "has contract shares [-3, 2, 2]"),
         ("shares all 0", "has partner shares [0, 0]"),
@@ -254,6 +233,7 @@ def test_a_model_without_usable_statistics_still_predicts_and_says_how_to_explai
     json.loads(card.data, parse_constant=lambda name: pytest.fail(f"/model holds {name}"))
 
 
+@pytest.mark.slow  # every row through /explain and /predict
 @pytest.mark.parametrize("spelling", ["model", "dataset"])
 def test_the_service_answers_the_explanation_with_predicts_probability(client, explainer, spellings, spelling):
     customers = spellings[spelling]

@@ -1,4 +1,4 @@
-"""Loading the model file: no code in it runs, and every bad file stops the start with a message naming it.
+"""Loading the model file: no code in it runs, and every bad file stops the loader with a message naming it.
 
 Both loaders are checked: churn.scoring's (what the service uses, stand-ins without scikit-learn) and
 churn.model.load_model (real scikit-learn objects, read as safely).
@@ -6,7 +6,6 @@ churn.model.load_model (real scikit-learn objects, read as safely).
 
 import io
 import json
-import os
 import pickle
 import random
 import subprocess
@@ -24,7 +23,8 @@ from churn.model import fit, load_model, save_model
 from churn.modelfile import ModelLoadError, required_sklearn_version
 from churn.schema import FEATURES, SAMPLE_CUSTOMER
 from churn.scoring import LinearScorer, load_served_model
-from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command
+from devtools import MODEL_FILE, ROOT
+from tests.helpers import OtherVersionPickler, hostile_pickles
 
 SKLEARN = version("scikit-learn")
 LOADERS = {"served": load_served_model, "sklearn": load_model}
@@ -43,30 +43,6 @@ def refused(loader, path) -> str:
     return message
 
 
-class Payload:
-    """Unpickling calls function(*args): what a hostile model file would do."""
-
-    def __init__(self, function, *args):
-        self.function, self.args = function, args
-
-    def __reduce__(self):
-        return self.function, self.args
-
-
-def hostile_pickles(sentinel) -> dict:
-    """Each would create sentinel if its code ran: (pickle bytes, the global the loader must refuse)."""
-    system = Payload(os.system, f"touch {sentinel}")
-    system_global = f"{os.system.__module__}.system"  # posix.system here
-    return {
-        "os.system": (pickle.dumps(system), system_global),
-        "open": (pickle.dumps(Payload(open, str(sentinel), "w")), f"{open.__module__}.open"),  # io.open
-        "exec": (pickle.dumps(Payload(exec, f"open({str(sentinel)!r}, 'w')")), "builtins.exec"),
-        # Hidden inside an otherwise valid pair: the global is refused before anything is called.
-        "inside a pair": (pickle.dumps((DictVectorizer(), system)), system_global),
-        "protocol 0": (pickle.dumps(system, protocol=0), system_global),
-    }
-
-
 @pytest.mark.parametrize("kind", ["os.system", "open", "exec", "inside a pair", "protocol 0"])
 def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(kind, loader, tmp_path):
     sentinel = tmp_path / "pwned"
@@ -76,20 +52,6 @@ def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(kind, loader, tmp_p
     message = refused(loader, path)
     assert f"refused global {refused_global}" in message
     assert not sentinel.exists()
-
-
-class OtherVersionPickler(pickle.Pickler):
-    """Pickles estimators as if another scikit-learn version had: sklearn writes its version in their state."""
-
-    def __init__(self, file, pickled_version: str, which: tuple):
-        super().__init__(file)
-        self.pickled_version, self.which = pickled_version, which
-
-    def reducer_override(self, obj):
-        if isinstance(obj, self.which):
-            function, args, state, *rest = obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
-            return (function, args, {**state, "_sklearn_version": self.pickled_version}, *rest)
-        return NotImplemented
 
 
 @pytest.mark.parametrize("which", [(DictVectorizer,), (LogisticRegression,), (DictVectorizer, LogisticRegression)])
@@ -125,6 +87,7 @@ def test_an_empty_file_names_its_path_and_how_to_make_one(loader, tmp_path):
     assert "train.py" in refused(loader, path)
 
 
+@pytest.mark.slow  # every length of the file: about 7 s
 def test_every_truncation_of_the_model_names_the_path(tmp_path):
     data = MODEL_FILE.read_bytes()
     path = tmp_path / "model.bin"
@@ -216,65 +179,6 @@ def test_train_py_s_save_format_loads_with_both_loaders(clean_df, tmp_path):
     assert loaded_dv.feature_names_ == dv.feature_names_
     assert (loaded_model.coef_ == model.coef_).all()
     assert isinstance(load_served_model(path).scorer, LinearScorer)
-
-
-# ---- The real service refuses to start
-
-
-def start(command: list[str], model_file, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "MODEL_FILE": str(model_file)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture
-def hostile_model(tmp_path):
-    sentinel = tmp_path / "pwned"
-    data, refused_global = hostile_pickles(sentinel)["os.system"]
-    path = tmp_path / "model.bin"
-    path.write_bytes(data)
-    return path, sentinel, refused_global
-
-
-def test_predict_py_does_not_start_on_a_hostile_model(hostile_model):
-    path, sentinel, refused_global = hostile_model
-    run = start([sys.executable, "-c", "import predict"], path)
-    assert run.returncode != 0
-    assert f"ModelLoadError: model file {path}: refused global {refused_global}" in run.stderr
-    assert not sentinel.exists()
-
-
-@pytest.mark.parametrize("problem", ["missing", "empty", "truncated", "other version"])
-def test_predict_py_does_not_start_on_a_bad_model(problem, tmp_path):
-    path = tmp_path / "model.bin"
-    if problem == "empty":
-        path.write_bytes(b"")
-    elif problem == "truncated":
-        path.write_bytes(MODEL_FILE.read_bytes()[:-10])
-    elif problem == "other version":
-        buffer = io.BytesIO()
-        OtherVersionPickler(buffer, "0.24.2", (BaseEstimator,)).dump(load_model(MODEL_FILE))
-        path.write_bytes(buffer.getvalue())
-    run = start([sys.executable, "-c", "import predict"], path)
-    assert run.returncode != 0
-    assert (
-        f"ModelLoadError: model file {path}" in run.stderr
-        or f"ModelLoadError: cannot read model file {path}" in run.stderr
-    )
-
-
-def test_gunicorn_exits_on_a_hostile_model_without_serving(hostile_model):
-    path, sentinel, refused_global = hostile_model
-    port = free_port()
-    run = start(gunicorn_command(port), path)
-    assert run.returncode != 0
-    assert f"model file {path}: refused global {refused_global}" in run.stdout + run.stderr
-    assert not sentinel.exists()
 
 
 # ---- Only a fitted binary logistic regression over the schema's columns is served

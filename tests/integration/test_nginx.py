@@ -30,7 +30,7 @@ from devtools import ROOT, free_port, gunicorn_command, running_server
 pytestmark = pytest.mark.nginx
 
 PLATFORM_CONF_D = ROOT / ".platform" / "nginx" / "conf.d"
-PLATFORM_NGINX_CONF = Path(__file__).parent / "nginx" / "eb-default-nginx.conf"
+PLATFORM_NGINX_CONF = Path(__file__).parents[1] / "nginx" / "eb-default-nginx.conf"
 MAX_BODY_BYTES = Settings().max_body_bytes
 JSON = {"Content-Type": "application/json"}
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")

@@ -1,6 +1,6 @@
 """churn/drain.py with gunicorn's real worker classes, real sockets and real processes read from /proc.
 
-The whole stop under load, with sync and gthread workers, is in tests/test_load_faults.py.
+The whole stop under load, with sync and gthread workers, is in tests/integration/test_load_faults.py.
 """
 
 import importlib

@@ -1,5 +1,5 @@
-"""score.py and churn.batch: the whole dataset as scikit-learn scores it, the API's rules for every value, rejects,
-streaming in constant memory, the progress bar and the exit status."""
+"""score.py as a process: the whole dataset as scikit-learn scores it, rejects, CSV and Parquet, streaming in constant
+memory, the progress bar and the exit status."""
 
 import os
 import pty
@@ -10,66 +10,21 @@ import sys
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from churn import batch
-from churn.batch import ChunkScorer, ColumnPlan, score_file
-from churn.data import clean_text
 from churn.explain import make_explainer
-from churn.model import load_model, predict
-from churn.schema import FEATURES, FEATURES_BY_NAME, Feature, InvalidValue, Problems, clean_customer
+from churn.model import load_model
+from churn.schema import Problems, clean_customer
 from devtools import MODEL_FILE, ROOT
-
-TOLERANCE = 1e-12
-BAD_CELLS = {  # (row, column) -> the text there in the bad-rows file; row 1 is the first after the header
-    (3, "gender"): "robot",
-    (5, "tenure"): "-1",
-    (5, "MonthlyCharges"): "abc",
-    (10, "SeniorCitizen"): "1.5",
-    (12, "Contract"): "",
-    (15, "TotalCharges"): "1e9",
-}
-BLANK_TOTAL_ROW = 8  # TotalCharges "" there: blank is 0, as training reads it, so the row is scored
+from tests.helpers import BLANK_TOTAL_ROW, TOLERANCE, message, read_text_csv, write_bad_rows
 
 
 def run_score(*args, env=None):
     return subprocess.run(
         [sys.executable, "score.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env
     )
-
-
-def read_text_csv(path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def message(column: str, value) -> str:
-    """What the schema's one rule says about value, the message the API answers."""
-    with pytest.raises(InvalidValue) as refused:
-        [f for f in FEATURES if f.column == column][0].clean(value)
-    return str(refused.value)
-
-
-def write_bad_rows(raw_text: pd.DataFrame, path, rows: int = 20):
-    """The dataset's first rows, as text, with BAD_CELLS and a blank TotalCharges written in."""
-    df = raw_text.head(rows).copy()
-    for (row, column), text in BAD_CELLS.items():
-        df.loc[row - 1, column] = text
-    df.loc[BLANK_TOTAL_ROW - 1, "TotalCharges"] = ""
-    df.to_csv(path, index=False)
-    return df
-
-
-@pytest.fixture(scope="module")
-def raw_text(dataset_path):
-    return read_text_csv(dataset_path)
-
-
-@pytest.fixture(scope="module")
-def expected(clean_df):
-    dv, model = load_model(MODEL_FILE)
-    return predict(clean_df, dv, model)
 
 
 def test_every_row_equals_predict_proba(tmp_path, dataset_path, raw_text, expected):
@@ -85,21 +40,6 @@ def test_every_row_equals_predict_proba(tmp_path, dataset_path, raw_text, expect
     assert np.abs(scores["churn_probability"].to_numpy() - expected).max() <= TOLERANCE
     assert scores["churn"].tolist() == (expected >= 0.5).tolist()
     assert read_text_csv(tmp_path / "scores.rejects.csv").shape == (0, 6)
-
-
-def test_every_spelling_the_api_accepts(served_model, raw_text, expected):
-    """Model spellings of the names and categories, numbers with spaces, blank TotalCharges as a space or nothing."""
-    df = raw_text.rename(columns=clean_text)
-    for f in FEATURES:
-        if f.categorical:
-            df[f.name] = df[f.name].map(lambda v: clean_text(v).upper() if len(v) % 2 else clean_text(v))
-        else:
-            df[f.name] = " " + df[f.name] + " "
-    df.loc[df["totalcharges"].str.strip() == "", "totalcharges"] = ""
-    chunk_scorer = ChunkScorer(served_model.scorer, ColumnPlan.of(list(df.columns)), keep=["customerid"])
-    result = chunk_scorer.score(pa.RecordBatch.from_pandas(df, preserve_index=False))
-    assert result.rejects.num_rows == 0
-    assert np.abs(result.scored.column("churn_probability").to_numpy() - expected).max() <= TOLERANCE
 
 
 def test_bad_rows_are_rejected_with_the_api_messages(tmp_path, raw_text, expected):
@@ -135,22 +75,6 @@ def predict_one(row: dict) -> float:
     dv, model = load_model(MODEL_FILE)
     customer = clean_customer(row, Problems())
     return model.predict_proba(dv.transform([customer]))[0, 1]
-
-
-def test_two_spellings_of_a_field_must_agree(served_model, raw_text):
-    df = raw_text.head(4).copy()
-    assert df["Partner"].tolist() == ["Yes", "No", "No", "No"]
-    df["partner"] = ["yes", "yes", "NO", "No"]  # the second row disagrees
-    df.loc[3, "Partner"] = "nobody"  # refused itself, not compared
-    plan = ColumnPlan.of(list(df.columns))
-    result = ChunkScorer(served_model.scorer, plan, keep=["customerID"]).score(pa.RecordBatch.from_pandas(df))
-    problems = Problems()
-    assert clean_customer(df.loc[1].to_dict(), problems) is None  # the API refuses it too, with this message
-    assert result.reject_rows.tolist() == [1, 3]
-    assert result.rejects.column("field").to_pylist() == ["partner", "Partner"]
-    messages = [problems.details[0]["message"], message("Partner", "nobody")]
-    assert result.rejects.column("message").to_pylist() == messages
-    assert result.scored.column("customerID").to_pylist() == df.loc[[0, 2], "customerID"].tolist()
 
 
 def test_parquet_with_typed_columns_and_nulls(tmp_path, raw_df, expected):
@@ -207,18 +131,6 @@ def test_explain_adds_the_top_reasons(tmp_path, dataset_path, served_model, raw_
         assert scores.loc[i, ["reason_1", "reason_2"]].tolist() == texts + [""] * (2 - len(texts))
 
 
-@pytest.fixture(scope="module")
-def big_files(tmp_path_factory, dataset_path):
-    """The dataset repeated to 100,000 and 500,000 rows, as CSV."""
-    folder = tmp_path_factory.mktemp("big")
-    table = pacsv.read_csv(dataset_path)
-    files = {}
-    for rows in (100_000, 500_000):
-        files[rows] = folder / f"customers-{rows}.csv"
-        pacsv.write_csv(pa.concat_tables([table] * -(-rows // table.num_rows)).slice(0, rows), files[rows])
-    return files
-
-
 # VmHWM is this process image's peak; getrusage's ru_maxrss would include the forking parent's (pytest's) memory.
 PEAK_RSS = """
 import runpy, sys
@@ -245,29 +157,6 @@ def test_memory_does_not_grow_with_the_rows(tmp_path, big_files):
         peaks[rows] = int(run.stderr.split()[-1])  # KiB
     print(f"peak RSS: {peaks[100_000] / 1024:.0f} MiB for 100,000 rows, {peaks[500_000] / 1024:.0f} MiB for 500,000")
     assert peaks[500_000] <= 1.1 * peaks[100_000]
-
-
-def test_each_distinct_value_is_cleaned_once(tmp_path, monkeypatch, big_files, served_model):
-    calls = []
-    clean = Feature.clean
-
-    def counted(feature, value):
-        calls.append((feature.name, value))
-        return clean(feature, value)
-
-    monkeypatch.setattr(Feature, "clean", counted)
-    summary = score_file(big_files[100_000], tmp_path / "s.csv", served_model)
-    assert summary.scored == 100_000
-    distinct = read_text_csv(big_files[100_000])
-    assert len(calls) == sum(distinct[f.column].nunique() for f in FEATURES)  # a few thousand: once each
-    assert len(set(calls)) == len(calls)
-
-
-def test_forgetting_the_memo_changes_nothing(tmp_path, monkeypatch, big_files, served_model):
-    score_file(big_files[100_000], tmp_path / "remembered.csv", served_model)
-    monkeypatch.setattr(batch, "MEMO_LIMIT", 10)
-    score_file(big_files[100_000], tmp_path / "forgotten.csv", served_model)
-    assert (tmp_path / "remembered.csv").read_bytes() == (tmp_path / "forgotten.csv").read_bytes()
 
 
 def test_progress_bar_on_a_terminal(tmp_path, big_files):
@@ -298,17 +187,3 @@ def test_progress_bar_on_a_terminal(tmp_path, big_files):
     assert bars, shown
     assert all(" left" in bar and " rows " in bar for bar in bars)
     assert process.stdout.read().decode().startswith("500,000 rows read")
-
-
-def test_columns_score_as_dicts_do(served_model, clean_df):
-    """LinearScorer.score_columns, dictionary-encoded, is score_many to the bit."""
-    customers = clean_df[[f.name for f in FEATURES]].head(500).to_dict(orient="records")
-    columns = {}
-    for name, feature in FEATURES_BY_NAME.items():
-        values = [c[name] for c in customers]
-        if feature.categorical:
-            spellings = sorted(set(values))
-            columns[name] = (np.array([spellings.index(v) for v in values]), spellings)
-        else:
-            columns[name] = np.array(values, float)
-    assert served_model.scorer.score_columns(columns).tolist() == served_model.scorer.score_many(customers)

@@ -11,7 +11,7 @@ import requests
 
 from churn.schema import SAMPLE_CUSTOMER
 from devtools import BIN, ROOT
-from tests.test_metrics import customers
+from tests.helpers import customers
 
 
 def padded(body: dict | list, size: int) -> bytes:

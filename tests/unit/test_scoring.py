@@ -1,4 +1,5 @@
-"""Every row of the dataset, in both spellings, singly and in batches: the same probability as scikit-learn."""
+"""Every row of the dataset, in both spellings, singly and in batches: the same probability as scikit-learn; and the
+folded scorer's column path."""
 
 import pickle
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from churn.model import FEATURE_NAMES
+from churn.schema import FEATURES, FEATURES_BY_NAME
 from devtools import MODEL_FILE
 
 TOLERANCE = 1e-12
@@ -32,6 +34,7 @@ def spellings(raw_df, clean_df):
     }
 
 
+@pytest.mark.slow  # 7,043 requests each: about 3 s
 @pytest.mark.parametrize("spelling", ["raw", "csv", "upper", "clean"])
 def test_single_requests(client, reference, spellings, spelling):
     *_, expected = reference
@@ -40,6 +43,7 @@ def test_single_requests(client, reference, spellings, spelling):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
+@pytest.mark.slow  # every row; at a batch size of 1, 7,043 requests
 @pytest.mark.parametrize("spelling", ["raw", "csv", "upper", "clean"])
 @pytest.mark.parametrize("batch_size", [1, 1000, 7043])
 def test_batches(client, reference, spellings, spelling, batch_size):
@@ -53,7 +57,22 @@ def test_batches(client, reference, spellings, spelling, batch_size):
     assert np.abs(np.array(got) - expected).max() <= TOLERANCE
 
 
+@pytest.mark.slow  # every row in one request: with the tests above, the all-rows equivalence
 def test_decisions_follow_the_threshold(client, reference, spellings):
     *_, expected = reference
     answers = client.post("/predict", json=spellings["clean"]).get_json()
     assert [a["churn"] for a in answers] == (expected >= 0.5).tolist()
+
+
+def test_columns_score_as_dicts_do(served_model, clean_df):
+    """LinearScorer.score_columns, dictionary-encoded, is score_many to the bit."""
+    customers = clean_df[[f.name for f in FEATURES]].head(500).to_dict(orient="records")
+    columns = {}
+    for name, feature in FEATURES_BY_NAME.items():
+        values = [c[name] for c in customers]
+        if feature.categorical:
+            spellings = sorted(set(values))
+            columns[name] = (np.array([spellings.index(v) for v in values]), spellings)
+        else:
+            columns[name] = np.array(values, float)
+    assert served_model.scorer.score_columns(columns).tolist() == served_model.scorer.score_many(customers)

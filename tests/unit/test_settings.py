@@ -2,15 +2,14 @@
 
 import ast
 import re
-import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from churn.settings import SettingError, Settings, configuration_table
-from devtools import ROOT, free_port, gunicorn_command
+from devtools import ROOT
+from tests.auth_checks import KEY, OTHER_KEY
 
 ENV_NAMES = [f.metadata["env"] for f in fields(Settings)]
 
@@ -46,22 +45,10 @@ def test_a_bad_value_names_its_variable(environ, message):
         Settings.from_env(environ)
 
 
-@pytest.mark.parametrize("server", ["gunicorn", "python"])
-def test_a_bad_value_stops_the_start_in_one_line(server):
-    port = free_port()
-    command = gunicorn_command(port) if server == "gunicorn" else [sys.executable, "predict.py"]
-    run = subprocess.run(
-        command,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "CHURN_THRESHOLD": "2"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode != 0
-    assert "Traceback" not in run.stderr
-    lines = [line for line in run.stderr.splitlines() if "CHURN_THRESHOLD" in line]
-    assert lines == ["churn: SettingError: CHURN_THRESHOLD must be between 0 and 1, not 2.0"], run.stderr
+def test_settings_from_environment():
+    assert Settings.from_env({"CHURN_THRESHOLD": "0.3", "CHURN_MAX_CUSTOMERS": "7"}) == Settings(0.3, 7)
+    with pytest.raises(ValueError, match="CHURN_THRESHOLD"):
+        Settings.from_env({"CHURN_THRESHOLD": "50"})
 
 
 def environment_reads(path: Path) -> list[str]:
@@ -69,7 +56,8 @@ def environment_reads(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and isinstance(node.ctx, ast.Load):
+        attribute = isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+        if attribute and node.attr in ("environ", "getenv") and getattr(node.value, "id", None) == "os":
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
@@ -80,3 +68,44 @@ def test_only_the_settings_module_reads_the_environment():
     reads = [where for path in modules if path.name != "settings.py" for where in environment_reads(path)]
     allowed = {"churn/spark.py", "score.py"}  # PYSPARK_PYTHON and PYSPARK_GATEWAY_PORT: Spark's own variables
     assert [where for where in reads if where.split(":")[0] not in allowed] == []
+
+
+# ---- API keys (CHURN_API_KEYS, CHURN_API_KEYS_FILE)
+
+
+def load_api_keys(environ: dict) -> frozenset[str]:
+    return Settings.from_env(environ).api_keys
+
+
+def test_unset_means_open():
+    assert load_api_keys({}) == frozenset()
+
+
+def test_keys_are_split_and_trimmed(tmp_path):
+    assert load_api_keys({"CHURN_API_KEYS": f" {KEY},, {OTHER_KEY} ,"}) == {KEY, OTHER_KEY}
+    path = tmp_path / "keys"
+    path.write_text(f"{KEY}\r\n\n   \n {OTHER_KEY}\t\n")
+    assert load_api_keys({"CHURN_API_KEYS_FILE": str(path)}) == {KEY, OTHER_KEY}
+    assert Settings.from_env({"CHURN_API_KEYS": KEY}).api_keys == {KEY}
+
+
+def test_settings_never_show_the_keys():
+    assert KEY not in repr(Settings(api_keys=frozenset({KEY})))
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CHURN_API_KEYS": ""}, "CHURN_API_KEYS is set but holds no key"),
+        ({"CHURN_API_KEYS": " , ,"}, "CHURN_API_KEYS is set but holds no key"),
+        ({"CHURN_API_KEYS": f"{KEY},two words"}, "Key 2 of CHURN_API_KEYS has characters"),
+        ({"CHURN_API_KEYS": f"{KEY}é"}, "Key 1 of CHURN_API_KEYS has characters"),
+        ({"CHURN_API_KEYS": KEY, "CHURN_API_KEYS_FILE": "/nonexistent"}, "not both"),
+        ({"CHURN_API_KEYS_FILE": "/nonexistent/keys"}, "cannot be read: No such file or directory"),
+        ({"CHURN_API_KEYS_FILE": "/"}, "cannot be read: Is a directory"),
+    ],
+)
+def test_a_configuration_that_cannot_work_stops_the_start(environ, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_api_keys(environ)
+    assert KEY not in str(error.value)
