@@ -3,14 +3,19 @@ PYTHON ?= python3
 PIPENV_VERSION := 2026.10.3
 PIPENV := .tools/bin/pipenv
 VENV := .venv
+# One .venv at two levels, each with its marker: serving (the Pipfile's [packages], what the Docker image holds)
+# and development, which adds [dev-packages] and needs serving's first, so that its marker implies serving's.
+SERVE_SYNCED := $(VENV)/.synced-serve
 SYNCED := $(VENV)/.synced
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 export PIPENV_NOSPIN := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: serve test test-fast train notebook jupyter lock lint bench bench-batch container-test fuzz loadtest clean
 
-serve: $(SYNCED)
+# A development env stays one: serve then brings the whole of it up to date, never only its serving part.
+serve: $(if $(wildcard $(SYNCED)),$(SYNCED),$(SERVE_SYNCED))
 	$(VENV)/bin/gunicorn predict:app
 
 # What the tests need beyond Python, as PROGRAM=Debian packages, installed by scripts/install_debian.sh when missing.
@@ -19,9 +24,10 @@ NGINX := nginx=nginx
 JAVA := java=openjdk-17-jre-headless
 
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
+# PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/test_data.py
 test: $(SYNCED)
 	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA)
-	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container")
+	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container") $(PYTEST_ARGS)
 
 # The quick edit-and-test loop: tests/unit (no server, browser, nginx, Spark or container: nothing beyond the venv),
 # less the tests marked slow; under a minute, where `make test` takes many. The markers are listed in pyproject.toml.
@@ -77,8 +83,22 @@ lock: $(PIPENV)
 	$(PYTHON) -c 'import json; p = "Pipfile.lock"; d = json.load(open(p)); d["_meta"]["sources"] = []; \
 	open(p, "w").write(json.dumps(d, indent=4, sort_keys=True) + "\n")'
 
-$(SYNCED): Pipfile.lock | $(PIPENV)
-	$(PIPENV) sync --dev
+$(VENV)/bin/python: | $(PIPENV)
+	.tools/bin/virtualenv --quiet --python $(PYTHON) $(VENV)
+
+# pip installs each level, not `pipenv sync`, which holds pip's output to the end (two silent minutes for the
+# development level): pip names each package as it goes. It installs exactly what the lock pins (--no-deps),
+# each file checked against the lock's hashes.
+$(SERVE_SYNCED): Pipfile.lock | $(VENV)/bin/python
+	@echo "make: installing what serving needs (Pipfile.lock's [packages], about 100 MB) into $(VENV)/"
+	$(PIPENV) requirements --hash > $(VENV)/requirements-serve.txt
+	$(VENV)/bin/pip install --require-hashes --no-deps -r $(VENV)/requirements-serve.txt
+	touch $@
+
+$(SYNCED): $(SERVE_SYNCED)
+	@echo "make: adding training, batch scoring, the notebook and the tests ([dev-packages], about 1.8 GB)"
+	$(PIPENV) requirements --dev-only --hash > $(VENV)/requirements-dev.txt
+	$(VENV)/bin/pip install --require-hashes --no-deps -r $(VENV)/requirements-dev.txt
 	touch $@
 
 clean:

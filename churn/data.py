@@ -21,10 +21,14 @@ class DataError(ValueError):
 
 
 def data_candidates() -> list[Path]:
-    """Where the dataset is looked for, in order: $CHURN_DATA, ../shared/data beside the clone, data/."""
+    """Where the dataset is looked for, in order: $CHURN_DATA, ../shared/data beside the clone, data/.
+
+    $CHURN_DATA names the CSV itself or a folder that holds it under its own name (DATA_FILE_NAME).
+    """
     env = os.environ.get("CHURN_DATA")
+    mine = [Path(env) / DATA_FILE_NAME if Path(env).is_dir() else Path(env)] if env else []
     shared = PROJECT_ROOT.parent / "shared" / "data" / DATA_FILE_NAME
-    return [*([Path(env)] if env else []), shared, DEFAULT_DATA_PATH]
+    return [*mine, shared, DEFAULT_DATA_PATH]
 
 
 def find_data() -> Path | None:

@@ -5,6 +5,7 @@ import functools
 import json
 import logging
 import os
+import re
 import select
 import sys
 import threading
@@ -159,9 +160,41 @@ def log_request(method: str, path: str, status: int, duration: float, record: Re
     )
 
 
+# An ANSI escape sequence (CSI: ESC [ parameters, intermediates, final byte), such as a colour.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+class PlainText(logging.Filter):
+    """Removes ANSI escapes from a record's message.
+
+    werkzeug's development server (`python predict.py`) colours each request's status and its start-up warning
+    whether or not a terminal reads them; in a JSON line they are noise to whatever parses the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b" in message:
+            record.msg, record.args = ANSI_ESCAPE.sub("", message), None
+        return True
+
+
+plain_text = PlainText()
+
+
+def log_server_banner(debug: bool, app_import_path: str | None) -> None:
+    logging.getLogger("werkzeug").info(
+        "Serving Flask app %r (debug mode %s)", app_import_path, "on" if debug else "off"
+    )
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("werkzeug").addFilter(plain_text)  # one instance: a second call adds nothing
+    # Flask's development server prints its banner with click.echo, beside logging: as a log line it is JSON too.
+    import flask.cli
+
+    flask.cli.show_server_banner = log_server_banner

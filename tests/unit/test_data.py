@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
@@ -97,3 +101,20 @@ def test_offline_download_is_one_line_naming_the_places_the_url_and_data(tmp_pat
     assert str(target) in message and url in message and "--data PATH" in message
     assert str(DEFAULT_DATA_PATH) in message  # every place looked in is named
     assert list(target.parent.iterdir()) == []  # no partial file left behind
+
+
+def test_churn_data_may_name_the_folder_that_holds_the_dataset(dataset_path, tmp_path):
+    """The README's reading of $CHURN_DATA: a folder means the dataset under its own name inside it."""
+    folder = tmp_path / "my data"
+    folder.mkdir()
+    (folder / DATA_FILE_NAME).symlink_to(dataset_path)
+    for value in (folder, folder / DATA_FILE_NAME):
+        found = subprocess.run(
+            [sys.executable, "-c", "from churn.data import find_data; print(find_data())"],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "CHURN_DATA": str(value)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert found.stdout.strip() == str(folder / DATA_FILE_NAME)
