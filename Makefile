@@ -24,7 +24,7 @@ NGINX := nginx=nginx
 JAVA := java=openjdk-17-jre-headless
 
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
-# PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/test_data.py
+# PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/unit/test_data.py
 test: $(SYNCED)
 	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container") $(PYTEST_ARGS)

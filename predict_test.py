@@ -12,7 +12,6 @@ It needs only what serving needs (the standard library and churn.schema), so it 
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -20,11 +19,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from churn.schema import SAMPLE_CUSTOMER
+from churn.settings import Settings
 
 
-def default_url(environ=os.environ) -> str:
+def default_url(environ=None) -> str:
     """$CHURN_URL (with /predict added when it names only the service), else localhost on $PORT, else on 9696."""
-    url = environ.get("CHURN_URL") or f"http://localhost:{environ.get('PORT') or 9696}"
+    url = Settings.one_from_env("url", environ) or f"http://localhost:{Settings.one_from_env('port', environ)}"
     return url.rstrip("/") + "/predict" if urlsplit(url).path in ("", "/") else url
 
 
@@ -32,7 +32,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=default_url(), help="the /predict endpoint (default: %(default)s)")
     parser.add_argument(
-        "--api-key", default=os.environ.get("CHURN_API_KEY"), help="the service's API key (default: $CHURN_API_KEY)"
+        "--api-key",
+        default=Settings.one_from_env("client_api_key"),
+        help="the service's API key (default: $CHURN_API_KEY)",
     )
     parser.add_argument("file", nargs="?", help="JSON file with a customer or an array of them (default: the sample)")
     return parser.parse_args(argv)

@@ -1,9 +1,10 @@
 """Load and clean the IBM Telco churn CSV: the one cleaning rule that training and serving share."""
 
 import hashlib
-import os
 import urllib.request
 from pathlib import Path
+
+from churn.settings import Settings
 
 DATA_FILE_NAME = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 DATA_URL = (
@@ -25,8 +26,8 @@ def data_candidates() -> list[Path]:
 
     $CHURN_DATA names the CSV itself or a folder that holds it under its own name (DATA_FILE_NAME).
     """
-    env = os.environ.get("CHURN_DATA")
-    mine = [Path(env) / DATA_FILE_NAME if Path(env).is_dir() else Path(env)] if env else []
+    env = Settings.one_from_env("data")
+    mine = [env / DATA_FILE_NAME if env.is_dir() else env] if env else []
     shared = PROJECT_ROOT.parent / "shared" / "data" / DATA_FILE_NAME
     return [*mine, shared, DEFAULT_DATA_PATH]
 

@@ -107,10 +107,10 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def one_from_env(cls, name: str, environ=os.environ):
+    def one_from_env(cls, name: str, environ=None):
         """One setting, for what must know it before the others are checked (prometheus_client's folder, at import)."""
         f = next(f for f in fields(cls) if f.name == name)
-        raw = environ.get(f.metadata["env"])
+        raw = (os.environ if environ is None else environ).get(f.metadata["env"])
         return f.default if raw is None else parse(f.metadata["env"], raw, f.type)
 
     def read_api_keys(self) -> frozenset[str]:

@@ -229,6 +229,7 @@ def test_an_api_error_is_shown_next_to_its_field(page, server_url, tmp_path, ten
     error = page.locator("#f-tenure-error")
     expect(error).to_be_visible()
     expect(error).to_contain_text(answer["detail"][0]["message"])
+    assert error.inner_text().count("0 to 1200") == 1, "the range is said once"
     # Next to its field: in the tenure control's own box, and announced as part of its description.
     assert error.evaluate("e => e.parentElement.contains(document.getElementById('f-tenure'))")
     expect(control(page, "tenure")).to_have_attribute("aria-invalid", "true")

@@ -343,3 +343,17 @@ def test_an_object_of_a_million_unknown_keys_is_refused_without_wording_each(cli
     body = assert_error(response, 422)
     assert "at most 1000 fields" in body["error"]
     assert len(response.data) < 200
+
+
+@pytest.mark.parametrize(
+    ("repeat", "status"),
+    [('"tenure":1000', 422), ('"tenure":1', 200), ('"contract":"nope"', 422), ('"Contract":"two_year"', 422)],
+)
+def test_a_key_sent_twice_with_different_values_is_refused(client, repeat, status):
+    """The sample ends with "tenure":1 (sent again) and "contract": "month-to-month" (a second spelling too)."""
+    body = json.dumps(SAMPLE_CUSTOMER)[:-1] + "," + repeat + "}"
+    answer = client.post("/predict", data=body, content_type="application/json")
+    assert answer.status_code == status, answer.get_json()
+    if status == 422:
+        assert answer.get_json()["invalid_customers"] == 1
+        assert answer.get_json()["detail"][0]["field"] in ("tenure", "contract", "Contract")

@@ -62,3 +62,13 @@ def test_a_batch_of_one_invalid_value_everywhere_is_counted_exactly(value):
     reference = one_by_one(objects)
     assert (counted.errors, counted.customers) == (reference.errors, reference.customers)
     assert reference.customers == 1000 and reference.errors >= 18_000  # a blank TotalCharges is 0, and valid
+
+
+def test_a_refusal_says_what_is_allowed_in_words_true_for_every_channel():
+    """The same sentence reaches an API client, a CSV's rejects file and the page: it names no channel."""
+    for feature in FEATURES:
+        for value in ("0x10", " 1e1 ", [], True, -1, "zzz"):
+            _, problem = feature.check(value)
+            if problem:
+                assert "JSON" not in problem and "1e+" not in problem, problem
+    assert FEATURES[4].check("0x10")[1] == "Input should be a whole number from 0 to 1200, written in decimal digits"

@@ -64,7 +64,8 @@ def environment_reads(path: Path) -> list[str]:
 
 def test_only_the_settings_module_reads_the_environment():
     """One place reads configuration; gunicorn.conf.py may set PROMETHEUS_MULTIPROC_DIR for prometheus_client."""
-    modules = [*sorted((ROOT / "churn").rglob("*.py")), ROOT / "predict.py", ROOT / "train.py", ROOT / "score.py"]
+    scripts = ("predict.py", "predict_test.py", "train.py", "score.py")
+    modules = [*sorted((ROOT / "churn").rglob("*.py")), *(ROOT / name for name in scripts)]
     reads = [where for path in modules if path.name != "settings.py" for where in environment_reads(path)]
     allowed = {"churn/spark.py", "score.py"}  # PYSPARK_PYTHON and PYSPARK_GATEWAY_PORT: Spark's own variables
     assert [where for where in reads if where.split(":")[0] not in allowed] == []
