@@ -6,6 +6,7 @@ cleaning and validation, the answer, its encoding and the bookkeeping. Flask's v
 body.
 """
 
+import gc
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,7 +161,7 @@ class CustomerEndpoint:
     def clean(self, body: bytes, many: bool) -> list[dict]:
         """The customers cleaned one by one with the schema's rule, which words every error and counts them all,
         describing at most MAX_DETAILS; or ServiceError."""
-        data = from_json(body)
+        data = parse(body)
         problems = Problems()
         if many:
             if len(data) > self.max_customers:
@@ -179,6 +180,19 @@ class CustomerEndpoint:
         if problems.errors:
             raise invalid_customers(problems)
         return customers
+
+
+def parse(body: bytes):
+    """The body's JSON as Python objects. The cyclic collector is off meanwhile: a body of thousands of objects and
+    arrays would otherwise set it walking every object there is, again and again, for none of them is garbage yet
+    (a third of the parse, for 10,000 customers of 19 lists each)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return from_json(body)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def repeated_keys(body: bytes, obj: dict) -> list[str]:

@@ -382,6 +382,34 @@ def count_problems(objects: list, problems: Problems) -> None:
     """Count the errors and invalid customers clean_customer would find, without describing them, at a cost below
     that of scoring as many valid customers: customers with the same keys are checked a field at a time, and each
     distinct value of a field once (a body of invalid customers repeats its values)."""
+    for keys, group in _by_keys(objects, problems).items():
+        fields = _fields_of(keys)
+        if fields is None:  # two spellings of one field: whether they agree is a question for each customer
+            for obj in group:
+                clean_customer(obj, problems)
+            continue
+        missing = len(FEATURES) - sum(feature is not None for _, feature in fields)
+        problems.errors += missing * len(group)
+        every_one = bool(missing)  # whether every customer of the group is known to be invalid
+        invalid = None  # else, per customer, whether it is
+        for key, feature in fields:
+            bad = _invalid_values(feature, list(map(itemgetter(key), group)))
+            if bad.__class__ is bool:  # the same verdict for all
+                problems.errors += bad * len(group)
+                every_one |= bad
+            else:
+                problems.errors += sum(bad)
+                if not every_one:
+                    invalid = bad if invalid is None else list(map(operator.or_, invalid, bad))
+        problems.customers += len(group) if every_one else sum(invalid or ())
+
+
+def _by_keys(objects: list, problems: Problems) -> dict[tuple, list]:
+    """The customer objects grouped by their keys, in order; what is no object, or one of too many fields, counted as
+    the error it is. Most bodies have one group, found without a loop in Python."""
+    keys = list(map(tuple, objects)) if set(map(type, objects)) == {dict} else None
+    if keys is not None and max(map(len, keys)) <= MAX_FIELDS and keys.count(keys[0]) == len(keys):
+        return {keys[0]: objects}
     groups = defaultdict(list)
     for obj in objects:
         if obj.__class__ is dict and len(obj) <= MAX_FIELDS:
@@ -389,20 +417,7 @@ def count_problems(objects: list, problems: Problems) -> None:
         else:
             problems.errors += 1
             problems.customers += 1
-    for keys, group in groups.items():
-        fields = _fields_of(keys)
-        if fields is None:  # two spellings of one field: whether they agree is a question for each customer
-            for obj in group:
-                clean_customer(obj, problems)
-            continue
-        missing = len(FEATURES) - sum(feature is not None for _, feature in fields)
-        invalid = [bool(missing)] * len(group)
-        problems.errors += missing * len(group)
-        for key, feature in fields:
-            bad = _invalid_values(feature, list(map(itemgetter(key), group)))
-            problems.errors += sum(bad)
-            invalid = list(map(operator.or_, invalid, bad))
-        problems.customers += sum(invalid)
+    return groups
 
 
 @lru_cache(maxsize=256)
@@ -430,16 +445,22 @@ def _check_id(value) -> tuple[Any, str | None]:
 
 
 CONTAINERS = {list, dict}  # what JSON arrays and objects are read as
+SAME_WHEN_EQUAL = (str, type(None))
 
 
-def _invalid_values(feature: Feature | None, column: list) -> list[bool]:
-    """Whether each value is refused; each distinct (type, value) is checked once."""
+def _invalid_values(feature: Feature | None, column: list) -> list[bool] | bool:
+    """Whether each value is refused, or whether all are (one value everywhere); each distinct value checked once."""
     check = feature.check if feature else _check_id
+    first = column[0]
+    # One value everywhere (a flood of blanks or of one unknown category): one check. Equality is the value's own
+    # only for text and null (1 == 1.0 == True, which the schema tells apart).
+    if first.__class__ in SAME_WHEN_EQUAL and column.count(first) == len(column):
+        return check(first)[1] is not None
     types = list(map(type, column))
     kinds = set(types)
-    if kinds & CONTAINERS:  # refused as values everywhere, and unhashable
+    if kinds & CONTAINERS:  # arrays and objects: refused as values everywhere, and unhashable
         if kinds <= CONTAINERS:
-            return [True] * len(column)
+            return True
         return [kind in CONTAINERS or check(value)[1] is not None for kind, value in zip(types, column, strict=True)]
     typed = list(zip(types, column, strict=True))
     verdicts = {key: check(key[1])[1] is not None for key in set(typed)}
