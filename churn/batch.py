@@ -367,7 +367,10 @@ def sniff_csv(path: Path, separator: str | None = None, decimal: str | None = No
     """How to read a CSV: the separator given, else whichever of comma, semicolon and tab splits the header into the
     most feature names (comma on a tie); the decimal mark given, else a comma where _decimal_mark finds one."""
     first = _first_line(path)
-    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    try:
+        text = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:  # compressed, binary, or another encoding: Arrow's reader would fail less clearly
+        raise InputError(f"cannot read {path}: its first line is not UTF-8 text: {first[:60]!r}") from None
     if separator is None:
         separator = max(SEPARATORS, key=lambda candidate: _header_score(text, candidate))
     dialect = Dialect(separator, decimal or ".", text, max(CSV_BLOCK_BYTES, 4 * len(first)))
@@ -419,7 +422,7 @@ def ragged_problem(number: int, found: int, expected: int, separator: str) -> tu
     """The rejects' message and allowed for CSV row number (1: the first after the header) with found fields."""
     name = SEPARATORS.get(separator, repr(separator))
     return (
-        f"line {number + 1} has {found} fields where the header has {expected}",
+        f"line {number + 1} has {found} field{'s' * (found != 1)} where the header has {expected}",
         f"{expected} fields separated by {name}",
     )
 
@@ -515,11 +518,17 @@ def check_types(schema: pa.Schema, plan: ColumnPlan, path) -> None:
 @contextmanager
 def _reading(path: Path, dialect: Dialect | None = None):
     """Arrow's errors while reading, as an InputError naming the file (and what was seen of a CSV)."""
+    hook = sys.unraisablehook
+    # Arrow decodes a ragged row's text before the handler sees it; a row that is not UTF-8 fails there, and then
+    # the read fails with Arrow's message: Python's own report of the first failure would only repeat it.
+    sys.unraisablehook = lambda failure: None if isinstance(failure.exc_value, UnicodeDecodeError) else hook(failure)
     try:
         yield
     except (OSError, pa.ArrowException) as e:
         seen = f" ({dialect.seen()})" if dialect else ""
         raise InputError(f"cannot read {path}: {e}{seen}") from None
+    finally:
+        sys.unraisablehook = hook
 
 
 def open_input(path: Path, separator: str | None = None, decimal: str | None = None) -> Chunks:
@@ -545,7 +554,7 @@ def _open_csv(path: Path, dialect: Dialect) -> Chunks:
     with _reading(path, dialect):
         header = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=dialect.block_bytes),
+            read_options=pacsv.ReadOptions(block_size=dialect.block_bytes, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=dialect.separator, invalid_row_handler=lambda row: "skip"),
         )
         names = header.schema.names

@@ -2,6 +2,7 @@
 the input, cells a spreadsheet would run as formulas, and inputs or outputs that cannot be used (one line, exit 2,
 nothing left behind)."""
 
+import gzip
 import os
 import subprocess
 import sys
@@ -142,6 +143,15 @@ def test_an_unreadable_csv_says_what_was_seen(tmp_path, raw_text):  # noqa: F811
     assert sorted(p.name for p in tmp_path.iterdir()) == ["customers.csv"]
     run = run_score(tmp_path / "customers.csv", "--sep", ";")
     assert_one_line_error(run, "separated by semicolon")
+
+
+def test_a_compressed_or_binary_csv_is_one_line(tmp_path, dataset_path):
+    (tmp_path / "c.csv").write_bytes(gzip.compress(dataset_path.read_bytes()))
+    assert_one_line_error(run_score(tmp_path / "c.csv"), "its first line is not UTF-8 text: b'\\x1f\\x8b")
+    lines = dataset_path.read_bytes().splitlines()[:3] + [b"\xff\xfe,1,2"]  # a ragged row Arrow cannot decode
+    (tmp_path / "c.csv").write_bytes(b"\n".join(lines) + b"\n")
+    assert_one_line_error(run_score(tmp_path / "c.csv"), "Expected 21 columns, got 3", "separated by comma")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"]
 
 
 # ---- 4. The input is never overwritten, however its name is spelt.
