@@ -141,6 +141,8 @@ class _Memo:
         for value in values.to_pylist():
             try:
                 if self.comma and isinstance(value, str):
+                    if "." in value:  # where the decimal mark is a comma, 1.889 may be 1889: not read as 1.889
+                        raise InvalidValue(f"{self.feature.expected}, written with the file's decimal comma")
                     value = value.replace(",", ".")
                 clean.append(self.feature.clean(value))
                 messages.append(None)

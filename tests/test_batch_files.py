@@ -121,6 +121,18 @@ def test_semicolons_tabs_and_decimal_commas(tmp_path, raw_text, expected, separa
     assert np.abs(scores["churn_probability"].to_numpy() - expected).max() <= TOLERANCE
 
 
+def test_a_point_where_the_decimal_mark_is_a_comma_is_refused(tmp_path, raw_text):  # noqa: F811
+    """1.889 may be a thousand where 29,85 is 29.85: the row is rejected, not read as 1.889. (The point makes the
+    decimal mark unclear, so it is not found: --decimal says it.)"""
+    df = with_decimal_commas(raw_text.head(20))
+    df.loc[4, "TotalCharges"] = "1.889"
+    write_lines(tmp_path / "c.csv", lines_of(df, ";"))
+    assert run_score(tmp_path / "c.csv", "--decimal", ",").returncode == 1
+    rejects = read_text_csv(tmp_path / "c.scored.rejects.csv")
+    message = "Input should be a number from 0 to 1e+08, written with the file's decimal comma"
+    assert rejects[["row", "field", "value", "message"]].values.tolist() == [["5", "TotalCharges", "1.889", message]]
+
+
 def test_a_quoted_decimal_comma_in_a_comma_csv_needs_the_flag(tmp_path, raw_text, expected):  # noqa: F811
     """In a comma-separated file "1,234" may be a thousand: a decimal comma is read only when --decimal says so."""
     df = with_decimal_commas(raw_text.head(50))
