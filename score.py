@@ -1,16 +1,23 @@
 """Score a file of customers: every row with its churn probability, or rejected with the reason.
 
 python score.py INPUT [--output OUTPUT] [--model model_C=1.0.bin] [--id-column customerID]
-                      [--threshold 0.5] [--explain N] [--engine local|spark] [--master URL]
+                      [--threshold 0.5] [--explain N] [--sep ,|;|tab] [--decimal .|,]
+                      [--engine local|spark] [--master URL] [--verbose]
 
 INPUT is CSV or Parquet with the dataset's columns, in any spelling the API accepts (other columns are ignored).
+A CSV may be separated by commas, semicolons or tabs (found from its header, or --sep) and write decimal commas
+(found in a semicolon- or tab-separated file whose numbers are written so, or --decimal ,). A CSV row with more or
+fewer fields than the header is rejected with its line.
 OUTPUT (default: beside INPUT, customers.csv -> customers.scored.csv) is CSV or Parquet by its name: the id column
 (or the row numbers when there is none), churn_probability, churn, and with --explain N reason_1..reason_N.
 Rows the API would refuse are not scored: OUTPUT's rejects file (customers.scored.rejects.csv) lists each problem
-with the row, id, field, value, message and what is allowed.
---engine spark runs the same scorer on Spark: local[*], or the cluster spark-submit names (OUTPUT is then a folder).
+with the row, id, field, value, message and what is allowed. Text cells a spreadsheet would run as a formula are
+prefixed with ' in both CSV files (docs/batch.md). Neither file may be INPUT: that is refused before anything is read.
+--engine spark runs the same scorer on Spark: local[*], or the cluster spark-submit names (OUTPUT is then a folder);
+Spark's own log goes to a file (named on failure) unless --verbose.
 Exit status: 0 every row scored, 1 some rows rejected (the others are scored), 2 nothing scored (bad arguments,
-a missing column, an unreadable input or model).
+a missing column, an unreadable input or model, an output that cannot be written or would replace INPUT), with
+one line saying why.
 """
 
 import argparse
@@ -20,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from churn.batch import InputError, Progress, default_output, score_file
+from churn.batch import SEPARATORS, InputError, Progress, check_paths, default_output, score_file
 from churn.explain import MAX_REASONS, ExplanationUnavailable, make_explainer
 from churn.scoring import ModelLoadError, load_served_model
 
@@ -45,35 +52,76 @@ def parse_args(argv=None):
     parser.add_argument(
         "--explain", type=int, default=0, choices=range(MAX_REASONS + 1), metavar="N", help="add the top N reasons"
     )
+    parser.add_argument("--sep", type=separator, help="a CSV's separator: , ; or tab (default: found from its header)")
+    parser.add_argument("--decimal", choices=(".", ","), help="a CSV's decimal mark (default: found, else .)")
     parser.add_argument("--engine", choices=("local", "spark"), default="local")
     parser.add_argument(
         "--master", help="Spark master (default: local[*], or the one spark-submit sets); with --engine spark"
     )
+    parser.add_argument("--verbose", action="store_true", help="show Spark's own log (--engine spark)")
     return parser.parse_args(argv)
+
+
+def separator(text: str) -> str:
+    """One character; tab also as 'tab' or '\\t', which a shell passes as typed."""
+    text = {"tab": "\t", "\\t": "\t"}.get(text.lower(), text)
+    if len(text) != 1 or text in '"\r\n':
+        raise argparse.ArgumentTypeError(f"{text!r} is not a separator: give one of {', '.join(map(repr, SEPARATORS))}")
+    return text
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     output = args.output or default_output(args.input)
     try:
+        check_paths(args.input, output, folders=args.engine == "spark")  # before the model, the input or Spark
         if args.engine == "spark":
-            from churn.spark import score_path  # pyspark is imported only here
-
-            summary = score_path(
-                args.input, output, args.model, args.threshold, args.id_column, args.explain, spark_master(args)
-            )
+            summary = score_on_spark(args, output)
         else:
             compact_memory()
             model = load_served_model(args.model)
             explainer = make_explainer(model) if args.explain else None
             summary = score_file(
-                args.input, output, model, args.threshold, args.id_column, explainer, args.explain, Progress()
+                args.input,
+                output,
+                model,
+                args.threshold,
+                args.id_column,
+                explainer,
+                args.explain,
+                Progress(),
+                args.sep,
+                args.decimal,
             )
     except (InputError, ModelLoadError, ExplanationUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return FAILED
     print(summary.line())
     return SOME_REJECTED if summary.rejected else ALL_SCORED
+
+
+def score_on_spark(args, output):
+    """score_path's summary; an error Spark reports (a path it cannot read, say) as an InputError naming the log."""
+    from pyspark.errors import PySparkException  # pyspark is imported only with --engine spark
+
+    from churn.spark import LOG_FILE, score_path
+
+    try:
+        return score_path(
+            args.input,
+            output,
+            args.model,
+            args.threshold,
+            args.id_column,
+            args.explain,
+            spark_master(args),
+            separator=args.sep,
+            decimal=args.decimal,
+            verbose=args.verbose,
+        )
+    except PySparkException as e:
+        where = "" if args.verbose else f" (Spark's own log: {LOG_FILE})"
+        raise InputError(f"Spark: {str(e).splitlines()[0] if str(e) else type(e).__name__}{where}") from None
 
 
 def compact_memory() -> None:

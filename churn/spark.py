@@ -12,9 +12,12 @@ messages as the API and score.py. Both come from one mapInArrow pass (mark_frame
 broadcast, and each task builds one churn.batch.ChunkScorer and runs it on every Arrow batch, never per row.
 
 The executors need this package (score_frame adds it to the SparkContext with addPyFile) and numpy, pyarrow and
-pydantic. score.py --engine spark runs it on local Spark, or on a cluster under spark-submit (see the README).
+pydantic. score.py --engine spark runs it on local Spark, or on a cluster under spark-submit (see the README):
+score_path checks the file names before Spark starts, numbers the rows as the local engine does, and writes CSV with
+the local engine's neutralised text cells (docs/batch.md).
 """
 
+import itertools
 import os
 import sys
 import tempfile
@@ -26,44 +29,60 @@ import pyarrow as pa
 
 from churn.batch import (
     DECISION,
+    FORMULA_START,
+    NUMBER_TEXT,
     PROBABILITY,
     REASON,
     REJECT_COLUMNS,
+    ROW,
     ChunkScorer,
     ColumnPlan,
+    Dialect,
     InputError,
     Summary,
+    check_paths,
+    check_types,
     file_format,
     rejects_path,
+    sniff_csv,
 )
 from churn.scoring import ServedModel, load_served_model
 
 PACKAGE = Path(__file__).resolve().parent
 FIRST_PROBLEM = "_first_problem_of_row"  # mark_frame's own column: counts rejected rows; split_frame drops it
+MALFORMED = "_malformed_line"  # read_frame's: the line of a CSV row that has more or fewer fields than the header
 _shipped_to = set()  # the applications this package was added to
+LOG_FILE = Path(tempfile.gettempdir()) / f"churn-spark-{os.getpid()}.log"  # the JVM's own output unless verbose
 
 
-def session(master: str | None = "local[*]", app_name: str = "churn-score"):
+def session(master: str | None = "local[*]", app_name: str = "churn-score", verbose: bool = False):
     """The SparkSession score.py runs in: master as given, or None for the one spark-submit sets.
 
     In local mode the Python workers run this interpreter (PYSPARK_PYTHON, unless set), the driver listens on the
-    loopback address only, and the web UI is off.
+    loopback address only, and the web UI is off. CSV rows are split whole, so that read_frame finds the malformed
+    ones. Unless verbose, Spark's log says errors only, a JVM started here writes its output (start-up warnings) to
+    LOG_FILE, and there is no progress bar: the summary stays readable.
     """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName(app_name)
+    conf = SparkConf().setAppName(app_name)
     if master:
-        builder = builder.master(master)
+        conf.setMaster(master)
     if master and master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = (
-            builder.config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.shuffle.partitions", "4")
-        )
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+        conf.set("spark.driver.host", "127.0.0.1").set("spark.driver.bindAddress", "127.0.0.1")
+        conf.set("spark.ui.enabled", "false").set("spark.sql.shuffle.partitions", "4")
+    if not verbose:
+        conf.set("spark.ui.showConsoleProgress", "false")
+    # A CSV reader that splits only the columns a query needs cannot tell a row's fields are too many or too few.
+    conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
+    if master and not verbose and SparkContext._gateway is None:  # the JVM starts here: its stderr can be chosen
+        with open(LOG_FILE, "ab") as log:
+            SparkContext(conf=conf, gateway=launch_gateway(conf, popen_kwargs={"stderr": log}))
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
     return spark
 
 
@@ -84,7 +103,9 @@ def _quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def mark_frame(df, model, threshold: float = 0.5, id_column: str | None = None, keep=None, reasons: int = 0):
+def mark_frame(
+    df, model, threshold: float = 0.5, id_column: str | None = None, keep=None, reasons: int = 0, decimal: str = "."
+):
     """One DataFrame of both results: a line per scored row (churn_probability set) and a line per problem of a
     refused row (field set); split_frame separates them. Arguments as score_frame's."""
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -125,7 +146,7 @@ def mark_frame(df, model, threshold: float = 0.5, id_column: str | None = None, 
             from churn.explain import Explainer
 
             explainer = Explainer(scorer, stats)
-        chunk_scorer = ChunkScorer(scorer, plan, threshold, keep, explainer, reasons)
+        chunk_scorer = ChunkScorer(scorer, plan, threshold, keep, explainer, reasons, decimal)
         for batch in batches:
             result = chunk_scorer.score(batch)
             if result.scored.num_rows:
@@ -159,7 +180,9 @@ def split_frame(marked):
     return scored, rejected
 
 
-def score_frame(df, model, threshold: float = 0.5, id_column: str | None = None, keep=None, reasons: int = 0):
+def score_frame(
+    df, model, threshold: float = 0.5, id_column: str | None = None, keep=None, reasons: int = 0, decimal: str = "."
+):
     """(scored, rejected): df's customers scored with the model, and its refused rows with their reasons.
 
     df: a DataFrame with the dataset's columns in any accepted spelling; a missing one raises churn.batch.InputError.
@@ -167,24 +190,108 @@ def score_frame(df, model, threshold: float = 0.5, id_column: str | None = None,
     id_column: the customers' id (default customerID in any spelling). keep: the columns of df carried into both
     results (default all but those named like a result column, such as the dataset's label Churn: Spark's names
     are case-insensitive). reasons: add reason_1..reason_N, the top N reasons (needs the model's .json).
+    decimal: "," to read text numbers written with a decimal comma (29,85).
     """
-    return split_frame(mark_frame(df, model, threshold, id_column, keep, reasons))
+    return split_frame(mark_frame(df, model, threshold, id_column, keep, reasons, decimal))
 
 
-def read_frame(spark, path):
-    """A CSV (every column as text, as the local engine reads it) or a Parquet file or folder, as a DataFrame."""
+def read_frame(spark, path, dialect: Dialect | None = None, malformed: bool = False):
+    """A CSV (every column as text, as the local engine reads it, separated as dialect says) or a Parquet file or
+    folder, as a DataFrame. With malformed, a CSV's frame has MALFORMED too: the line of a row with more or fewer
+    fields than the header (Spark's corrupt record), else null; Spark finds them only with
+    spark.sql.csv.parser.columnPruning.enabled false, as session sets it."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
     if file_format(path) == "parquet":
         return spark.read.parquet(str(path))
-    # Spark reads an empty field as null where the local engine, like pandas and the API, sees blank text.
-    return spark.read.csv(str(path), header=True, escape='"').na.fill("")
+    options = {"header": True, "escape": '"', "sep": dialect.separator if dialect else ","}
+    if not malformed:
+        # Spark reads an empty field as null where the local engine, like pandas and the API, sees blank text.
+        return spark.read.csv(str(path), **options).na.fill("")
+    names = spark.read.csv(str(path), **options).columns
+    schema = StructType([StructField(name, StringType()) for name in [*names, MALFORMED]])
+    df = spark.read.csv(str(path), schema=schema, columnNameOfCorruptRecord=MALFORMED, **options)
+    return df.na.fill("", subset=names)  # blank text, as above; MALFORMED stays null for a whole row
 
 
-def write_frame(df, path) -> None:
-    """df as a folder of CSV (with a header) or Parquet part files, by path's name, replacing what was there."""
-    writer = df.write.mode("overwrite")
+def malformed_rejects(df, separator: str, id_column: str | None):
+    """The rejects of read_frame's malformed rows, as the local engine words them: ROW, the id, field (null), value
+    (the line), message and allowed. df: read_frame's, numbered."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from churn.batch import count_fields, ragged_problem
+
+    expected = len(df.columns) - 2  # not MALFORMED or ROW
+    keep = [ROW, *([id_column] if id_column else [])]
+    # Spark refuses a query of a file's corrupt-record column alone (the ROW is not the file's): one more column.
+    other = next(name for name in df.columns if name not in (MALFORMED, ROW))
+    source = df.where(F.col(MALFORMED).isNotNull()).select(
+        *map(_quoted, dict.fromkeys([*keep, other])), F.col(MALFORMED).alias("value")
+    )
+    problem = [StructField(name, StringType()) for name in REJECT_COLUMNS]
+    schema = StructType([*(source.schema[name] for name in keep), *problem])
+
+    def describe(batches):
+        for batch in batches:
+            lines = batch.column("value").to_pylist()
+            problems = [
+                ragged_problem(n, count_fields(line, separator), expected, separator)
+                for n, line in zip(batch.column(ROW).to_pylist(), lines, strict=True)
+            ]
+            columns = [batch.column(name) for name in keep] + [
+                pa.nulls(batch.num_rows, pa.string()),
+                batch.column("value"),
+            ]
+            columns += [
+                pa.array([p[0] for p in problems], pa.string()),
+                pa.array([p[1] for p in problems], pa.string()),
+            ]
+            yield pa.RecordBatch.from_arrays(columns, names=schema.names)
+
+    ship_package(df.sparkSession)
+    return source.mapInArrow(describe, schema)
+
+
+def numbered(df):
+    """df with ROW: each row's number as Spark reads the input, 1 for the first (for one file, the row after the
+    header, as the local engine numbers it). One job counts each partition's rows; no shuffle."""
+    from pyspark.sql import functions as F
+
+    partition, position = F.spark_partition_id(), F.monotonically_increasing_id()
+    counts = dict(df.select(partition.alias("p")).groupBy("p").count().collect())
+    starts = list(itertools.accumulate((counts.get(p, 0) for p in range(max(counts, default=0) + 1)), initial=1))
+    # monotonically_increasing_id is the partition's number << 33 plus the row's place in the partition.
+    within = position - F.shiftleft(partition.cast("long"), 33)
+    return df.withColumn(ROW, F.array(*map(F.lit, starts))[partition] + within)
+
+
+def neutralised_frame(df, number_fields=()):
+    """churn.batch.neutralised for a DataFrame written as CSV: a text cell a spreadsheet would run as a formula gets
+    a leading ', but not a rejects value written as a number in one of number_fields."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    exempt = F.lit(False)
+    if number_fields:
+        exempt = F.coalesce(F.col("field").isin(list(number_fields)) & F.col("value").rlike(NUMBER_TEXT), exempt)
+    columns = []
+    for field in df.schema.fields:
+        column = F.col(_quoted(field.name))
+        if isinstance(field.dataType, StringType):
+            risky = column.rlike(FORMULA_START) & ~exempt if field.name == "value" else column.rlike(FORMULA_START)
+            column = F.when(risky, F.concat(F.lit("'"), column)).otherwise(column)
+        columns.append(column.alias(field.name))
+    return df.select(*columns)
+
+
+def write_frame(df, path, number_fields=()) -> None:
+    """df as a folder of CSV (with a header, text neutralised) or Parquet part files, by path's name, replacing what
+    was there."""
     if file_format(path) == "parquet":
-        writer.parquet(str(path))
+        df.write.mode("overwrite").parquet(str(path))
     else:
+        writer = neutralised_frame(df, number_fields).write.mode("overwrite")
         writer.option("header", True).option("escape", '"').csv(str(path))
 
 
@@ -196,32 +303,66 @@ def score_path(
     id_column: str | None = None,
     reasons: int = 0,
     master: str | None = "local[*]",
+    separator: str | None = None,
+    decimal: str | None = None,
+    verbose: bool = False,
 ) -> Summary:
-    """score.py --engine spark: input to output and its rejects, as folders of part files, with the run's counts."""
+    """score.py --engine spark: input to output and its rejects, as folders of part files, with the run's counts.
+    The file names are checked (churn.batch.check_paths) and a local CSV's separator found before Spark starts."""
     import time
     import warnings
 
-    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
 
+    start = time.perf_counter()
+    check_paths(input_path, output, folders=True)
+    dialect = _dialect(input_path, separator, decimal)
     # pyspark warns that it does not fully support pandas 3 whenever mapInArrow starts: it does not use pandas there.
     warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
-    start = time.perf_counter()
-    spark = session(master)
-    df = read_frame(spark, input_path)
-    plan = ColumnPlan.of(df.columns, id_column)
-    keep = [plan.id_column] if plan.id_column else df.columns  # without ids, the rows' own columns say which is which
-    marked = mark_frame(df, model, threshold, plan.id_column, keep, reasons).persist()
+    spark = session(master, verbose=verbose)
+    df = read_frame(spark, input_path, dialect, malformed=True)
+    plan = ColumnPlan.of([name for name in df.columns if name != MALFORMED], id_column)
+    check_types(to_arrow_schema(df.select(*map(_quoted, plan.columns)).schema), plan, input_path)
+    summary = _write_results(numbered(df), model, threshold, plan, reasons, dialect, Path(output))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _dialect(input_path, separator: str | None, decimal: str | None) -> Dialect | None:
+    """A CSV's separator and decimal mark: as given, else found in a local file (churn.batch.sniff_csv)."""
+    if file_format(input_path) != "csv":
+        return None
+    if Path(input_path).is_file():
+        return sniff_csv(input_path, separator, decimal)
+    return Dialect(separator or ",", decimal or ".")
+
+
+def _write_results(df, model, threshold, plan: ColumnPlan, reasons: int, dialect: Dialect | None, output: Path):
+    """Score read_frame's numbered df into output and its rejects (a CSV's malformed rows among them): the counts."""
+    from pyspark.sql import functions as F
+
+    malformed = None
+    if MALFORMED in df.columns:
+        malformed = malformed_rejects(df, dialect.separator, plan.id_column).persist()
+        df = df.where(F.col(MALFORMED).isNull()).drop(MALFORMED)
+    keep = [ROW, plan.id_column] if plan.id_column else [ROW]
+    decimal = dialect.decimal if dialect else "."
+    marked = mark_frame(df, model, threshold, plan.id_column, keep, reasons, decimal).persist()
     try:
         scored, rejected = split_frame(marked)
-        write_frame(scored, output)
-        write_frame(rejected, rejects_path(Path(output)))
+        write_frame(scored.drop(ROW) if plan.id_column else scored, output)  # the local engine's columns
+        numbers = [name for feature, names in plan.features if not feature.categorical for name in names]
+        rejected = rejected if malformed is None else rejected.unionByName(malformed)
+        write_frame(rejected, rejects_path(output), numbers)
         counts = marked.agg(
             F.count(PROBABILITY).alias("scored"), F.count_if(F.col(FIRST_PROBLEM)).alias("rejected")
         ).first()
+        skipped = 0 if malformed is None else malformed.count()
     finally:
         marked.unpersist()
-    summary = Summary(scored=counts["scored"], rejected=counts["rejected"], output=str(output))
+        if malformed is not None:
+            malformed.unpersist()
+    summary = Summary(scored=counts["scored"], rejected=counts["rejected"] + skipped, output=str(output))
     summary.read = summary.scored + summary.rejected
-    summary.rejects = str(rejects_path(Path(output)))
-    summary.seconds = time.perf_counter() - start
+    summary.rejects = str(rejects_path(output))
     return summary

@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.feature_extraction import DictVectorizer
 
 from churn.schema import FEATURES, SAMPLE_CUSTOMER, InvalidValue
+from devtools import ROOT
 
 # ---- Customers and metrics
 
@@ -118,3 +121,10 @@ class OtherVersionPickler(pickle.Pickler):
             function, args, state, *rest = obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
             return (function, args, {**state, "_sklearn_version": self.pickled_version}, *rest)
         return NotImplemented
+
+
+def run_score(*args, env=None) -> subprocess.CompletedProcess:
+    """score.py with these arguments, as a process in the repository."""
+    return subprocess.run(
+        [sys.executable, "score.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env
+    )

@@ -18,13 +18,7 @@ from churn.explain import make_explainer
 from churn.model import load_model
 from churn.schema import Problems, clean_customer
 from devtools import MODEL_FILE, ROOT
-from tests.helpers import BLANK_TOTAL_ROW, TOLERANCE, message, read_text_csv, write_bad_rows
-
-
-def run_score(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "score.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env
-    )
+from tests.helpers import BLANK_TOTAL_ROW, TOLERANCE, message, read_text_csv, run_score, write_bad_rows
 
 
 def test_every_row_equals_predict_proba(tmp_path, dataset_path, raw_text, expected):
