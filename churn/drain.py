@@ -3,17 +3,20 @@
 On SIGTERM gunicorn's master closes its copy of the listening socket, but the workers still hold theirs: the
 kernel keeps completing handshakes into the accept queue, and when the last worker exits, every connection
 still queued there is reset. So a worker exiting once the master no longer listens first makes the socket
-drop new connection attempts (clients retry, then find the port closed: refused), then serves what is queued.
+drop new connection attempts (clients retry, then find the port closed: refused), then serves what is queued,
+and what joins the queue as the handshakes already under way complete.
 
-The drop-all filter sits on the socket that the master and every worker share: it is attached only when
-/proc shows for certain that nothing but this master's exiting workers still holds the socket. A worker
-recycled (max_requests) or replaced by a reload (SIGHUP) leaves a listening master, and does nothing.
+The filter sits on the socket that the master and every worker share: it is attached only when /proc shows
+for certain that nothing but this master's exiting workers still holds the socket. A worker recycled
+(max_requests) or replaced by a reload (SIGHUP) leaves a listening master, and does nothing.
 """
 
 import ctypes
 import os
+import select
 import socket
 import sys
+import time
 
 # Duplicates of this worker's listening sockets, taken when it starts: the gthread worker closes its own
 # before worker_exit runs.
@@ -130,18 +133,49 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
 
 
-DROP_ALL = (SockFilter * 1)(SockFilter(0x06, 0, 0, 0))  # BPF_RET|BPF_K 0: keep nothing of any packet
+# A filter on a TCP socket sees each packet from its TCP header, whose byte 13 holds the flags. Only a SYN without
+# ACK (a new connection attempt) is dropped: the ACK that ends a handshake the kernel already answered must
+# pass, or that client, whose connect() has returned and who has sent its request, is reset when the socket
+# closes.
+DROP_SYN = (SockFilter * 5)(
+    SockFilter(0x30, 0, 0, 13),  # BPF_LD|BPF_B|BPF_ABS: A = the TCP flags
+    SockFilter(0x54, 0, 0, 0x12),  # BPF_ALU|BPF_AND|BPF_K: A &= SYN|ACK
+    SockFilter(0x15, 0, 1, 0x02),  # BPF_JMP|BPF_JEQ|BPF_K: SYN alone? then the next, else skip it
+    SockFilter(0x06, 0, 0, 0),  # BPF_RET|BPF_K 0: drop
+    SockFilter(0x06, 0, 0, 0xFFFFFFFF),  # keep the whole packet
+)
 SO_ATTACH_FILTER = 26
+# A SYN that the kernel was taking on another CPU as the filter was set becomes a handshake a moment later.
+HANDSHAKE_SETTLE_S = 0.01
+# A handshake's last ACK comes a round trip after the SYN-ACK; one lost is answered by the kernel's repeat of
+# the SYN-ACK after 1 s. A client that never completes (a SYN flood) does not hold the stop longer than this.
+HANDSHAKE_WAIT_S = 2.0
+TCP_SYN_RECV = "03"  # the state /proc/net/tcp shows for a handshake under way
 
 
 def drop_new_connections(listener: socket.socket) -> None:
     """New connection attempts (SYNs) are dropped: the client retries, and is refused once the socket closes."""
-    listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(SockFprog(1, DROP_ALL)))
+    listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(SockFprog(len(DROP_SYN), DROP_SYN)))
 
 
 def serve_queue(listener: socket.socket, serve) -> int:
-    """Serve every connection waiting in the listener's accept queue; how many were served."""
+    """Serve every connection waiting in the listener's accept queue, and each handshake under way when the filter
+    was set as it completes into the queue; how many were served."""
     listener.setblocking(False)
+    port = listener.getsockname()[1]
+    start = time.monotonic()
+    served = 0
+    while True:
+        served += serve_accepted(listener, serve)
+        waited = time.monotonic() - start
+        if (waited >= HANDSHAKE_SETTLE_S and not handshakes_under_way(port)) or waited >= HANDSHAKE_WAIT_S:
+            # None can start any more: what completed since the queue was last emptied is the last to serve.
+            return served + serve_accepted(listener, serve)
+        select.select([listener], [], [], 0.005)
+
+
+def serve_accepted(listener: socket.socket, serve) -> int:
+    """Serve the connections in the listener's accept queue until it is empty; how many were served."""
     served = 0
     while True:
         try:
@@ -153,3 +187,21 @@ def serve_queue(listener: socket.socket, serve) -> int:
         client.setblocking(True)
         serve(listener, client, addr)
         served += 1
+
+
+def handshakes_under_way(port: int) -> bool:
+    """Whether a connection to this local port is between its SYN and its last ACK: SYN_RECV in /proc/net/tcp (IPv4,
+    also to an IPv6 socket) or tcp6."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)  # the header
+                for line in f:
+                    local, state = line.split(None, 4)[1:4:2]
+                    if state == TCP_SYN_RECV and int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        except OSError:  # cannot tell: serve what comes for the whole wait
+            return True
+    return False

@@ -10,6 +10,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -233,6 +235,37 @@ def test_queued_connections_are_served_then_new_ones_dropped(listener, queue, wo
     late.connect_ex(drain._listeners[0].getsockname())
     assert queue_is_empty(drain._listeners[0])
     late.close()
+
+
+def handshake_under_way(listener: socket.socket) -> socket.socket:
+    """A client whose connect() has returned while the server still holds it in its SYN queue, as when the
+    filter is set while its last ACK is in flight. TCP_DEFER_ACCEPT keeps it there until its first data."""
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+    client = socket.create_connection(listener.getsockname(), timeout=10)
+    assert drain.handshakes_under_way(listener.getsockname()[1])
+    return client
+
+
+def test_a_handshake_under_way_when_the_filter_is_set_completes_and_is_served(listener):
+    worker = make_worker("sync", listener)
+    client = handshake_under_way(listener)
+    drain.drop_new_connections(listener)
+    # Its request comes while the queue is served: the ACK it carries must pass the filter, and be waited for.
+    threading.Timer(0.2, client.sendall, [REQUEST]).start()
+    read = answers([client])
+    assert drain.serve_queue(listener, worker.handle) == 1
+    assert read()[0].endswith(b"served /queued")
+    assert not drain.handshakes_under_way(listener.getsockname()[1])
+
+
+def test_a_handshake_that_never_completes_holds_the_stop_no_longer_than_the_wait(listener, monkeypatch):
+    monkeypatch.setattr(drain, "HANDSHAKE_WAIT_S", 0.2)
+    worker = make_worker("sync", listener)
+    with handshake_under_way(listener):
+        drain.drop_new_connections(listener)
+        started = time.monotonic()
+        assert drain.serve_queue(listener, worker.handle) == 0
+        assert 0.2 <= time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize("worker_class", INSTALLED_WORKERS)
