@@ -67,7 +67,7 @@ def allowed_text(feature: Feature) -> str:
     if feature.categorical:
         return " | ".join(feature.clean_values)
     blank = ", blank is 0" if feature.blank_is_zero else ""
-    return f"{feature.kind} from {feature.minimum:g} to {feature.maximum:g}{blank}"
+    return f"{feature.kind} {feature.range}{blank}"
 
 
 @dataclass(frozen=True)
