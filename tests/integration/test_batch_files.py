@@ -129,7 +129,7 @@ def test_a_point_where_the_decimal_mark_is_a_comma_is_refused(tmp_path, raw_text
     write_lines(tmp_path / "c.csv", lines_of(df, ";"))
     assert run_score(tmp_path / "c.csv", "--decimal", ",").returncode == 1
     rejects = read_text_csv(tmp_path / "c.scored.rejects.csv")
-    message = "Input should be a number from 0 to 1e+08, written with the file's decimal comma"
+    message = "Input should be a number from 0 to 100000000, written with the file's decimal comma"
     assert rejects[["row", "field", "value", "message"]].values.tolist() == [["5", "TotalCharges", "1.889", message]]
 
 
