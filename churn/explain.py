@@ -150,19 +150,7 @@ class Explainer:
         """
         if len(customers) == 1:
             return [self.explain_one(customers[0])]
-        columns = [list(map(itemgetter(name), customers)) for name in self.names]
-        matrix = self.matrix(columns)
-        order = np.argsort(-matrix, axis=1, kind="stable")[:, :MAX_REASONS]
-        positive = np.take_along_axis(matrix, order, axis=1) > 0
-        # Each feature's reason for every customer (a tabled one, looked up in C), or for those it is a reason for.
-        reasons = []
-        for j, made in enumerate(self.reasons):
-            if made is not None:
-                reasons.append(list(map(made.__getitem__, columns[j])))
-            else:
-                rows = np.flatnonzero(((order == j) & positive).any(axis=1)).tolist()
-                given = matrix[rows, j].tolist()
-                reasons.append({i: self.reason(j, columns[j][i], c) for i, c in zip(rows, given, strict=True)})
+        matrix, tops, shown_by_customer, reasons = self.batch(customers, self.reasons, None)
         names, base = self.names, self.base_log_odds
         return [
             {
@@ -170,7 +158,7 @@ class Explainer:
                 "contributions": dict(zip(names, row, strict=True)),
                 "reasons": [reasons[j][i] for j, ok in zip(top, shown, strict=True) if ok],
             }
-            for i, (row, top, shown) in enumerate(zip(matrix.tolist(), order.tolist(), positive.tolist(), strict=True))
+            for i, (row, top, shown) in enumerate(zip(matrix.tolist(), tops, shown_by_customer, strict=True))
         ]
 
     def answers_json(self, customers: list[dict], predictions: list[dict]) -> bytes:
@@ -179,29 +167,34 @@ class Explainer:
         Written without a dict per customer, which would cost more than the explanation: orjson writes every
         contribution of the batch in one call from the numpy matrix (each float's shortest exact text) and each
         prediction, and each answer is those texts in a template, with its reasons (each made once, as JSON)."""
-        columns = [list(map(itemgetter(name), customers)) for name in self.names]
-        matrix = self.matrix(columns)
-        order = np.argsort(-matrix, axis=1, kind="stable")[:, :MAX_REASONS]
-        positive = np.take_along_axis(matrix, order, axis=1) > 0
-        reasons = []
-        for j, made in enumerate(self.reasons_json):
-            if made is not None:
-                reasons.append(list(map(made.__getitem__, columns[j])))
-            else:
-                rows = np.flatnonzero(((order == j) & positive).any(axis=1)).tolist()
-                given = matrix[rows, j].tolist()
-                reasons.append(
-                    {i: orjson.dumps(self.reason(j, columns[j][i], c)) for i, c in zip(rows, given, strict=True)}
-                )
+        matrix, tops, shown_by_customer, reasons = self.batch(customers, self.reasons_json, orjson.dumps)
         contributions = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
         template = self.answer_template
         heads = map(orjson.dumps, predictions)
-        rows = zip(heads, contributions, order.tolist(), positive.tolist(), strict=True)
+        rows = zip(heads, contributions, tops, shown_by_customer, strict=True)
         answers = [
             template % (head[:-1], *row.split(b","), b",".join([reasons[j][i] for j, ok in zip(top, shown) if ok]))  # noqa: B905 (MAX_REASONS each)
             for i, (head, row, top, shown) in enumerate(rows)
         ]
         return b"[" + b",".join(answers) + b"]"
+
+    def batch(self, customers: list[dict], made_by_feature: list, encode) -> tuple:
+        """For many customers: their contributions (customers x features), each one's MAX_REASONS largest features
+        and whether each is a reason (positive), and each feature's reason for every customer (made, looked up in
+        C) or for those it is a reason for (made now, encoded with encode when given)."""
+        columns = [list(map(itemgetter(name), customers)) for name in self.names]
+        matrix = self.matrix(columns)
+        order = np.argsort(-matrix, axis=1, kind="stable")[:, :MAX_REASONS]
+        positive = np.take_along_axis(matrix, order, axis=1) > 0
+        reasons = []
+        for j, made in enumerate(made_by_feature):
+            if made is not None:
+                reasons.append(list(map(made.__getitem__, columns[j])))
+                continue
+            rows = np.flatnonzero(((order == j) & positive).any(axis=1)).tolist()
+            given = (self.reason(j, columns[j][i], c) for i, c in zip(rows, matrix[rows, j].tolist(), strict=True))
+            reasons.append(dict(zip(rows, map(encode, given) if encode else given, strict=True)))
+        return matrix, order.tolist(), positive.tolist(), reasons
 
     def explain_one(self, customer: dict) -> dict:
         row = [
@@ -215,7 +208,6 @@ class Explainer:
             "contributions": dict(zip(self.names, row, strict=True)),
             "reasons": [self.reason(j, customer[self.names[j]], row[j]) for j in top if row[j] > 0],
         }
-
 
 
 def reason(feature: str, value, contribution: float, text: str) -> dict:

@@ -83,20 +83,19 @@
     return text;
   }
 
+  function byIds(...ids) {
+    return ids.map((id) => document.getElementById(id));
+  }
+
   function showError(box, text) {
     box.textContent = text;
     box.hidden = false;
   }
 
   // One customer ---------------------------------------------------------------------------------------------------
-  const form = document.getElementById("customer-form");
-  const formError = document.getElementById("form-error");
-  const result = document.getElementById("result");
-  const resultText = document.getElementById("result-text");
-  const resultBar = document.getElementById("result-bar");
-  const explanation = document.getElementById("explanation");
-  const reasonList = document.getElementById("reasons");
-  const chart = document.getElementById("contributions");
+  const [form, formError, result, resultText, resultBar, explanation, reasonList, chart] = byIds(
+    "customer-form", "form-error", "result", "result-text", "result-bar", "explanation", "reasons", "contributions"
+  );
   const controls = [...form.querySelectorAll("input[name], select[name]")];
 
   function clearFormErrors() {
@@ -240,12 +239,9 @@
   });
 
   // A file of customers --------------------------------------------------------------------------------------------
-  const uploadForm = document.getElementById("upload-form");
-  const fileInput = document.getElementById("csv-file");
-  const uploadError = document.getElementById("upload-error");
-  const batchResult = document.getElementById("batch-result");
-  const batchSummary = document.getElementById("batch-summary");
-  const download = document.getElementById("download");
+  const [uploadForm, fileInput, uploadError, batchResult, batchSummary, download] = byIds(
+    "upload-form", "csv-file", "upload-error", "batch-result", "batch-summary", "download"
+  );
   const tbody = document.querySelector("#scores tbody");
 
   // RFC 4180: fields separated by commas, optionally quoted, "" for a quote inside quotes, CRLF or LF line ends.
