@@ -29,7 +29,10 @@ def test_the_development_server_writes_json_lines_without_ansi_colours(tmp_path)
             assert requests.get(f"{url}/docs", allow_redirects=False, timeout=10).status_code == 308
         finally:
             server.send_signal(signal.SIGINT)  # a clean exit: the access lines still buffered are written
-            stop(server)
+            try:
+                server.wait(timeout=10)  # before stop()'s SIGTERM, which would end it before it writes them
+            finally:
+                stop(server)
     text = stdout.read_bytes().decode()
     assert "\x1b" not in text
     entries = []
