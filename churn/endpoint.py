@@ -160,12 +160,27 @@ class CustomerEndpoint:
 
     def clean(self, body: bytes, many: bool) -> list[dict]:
         """The customers cleaned one by one with the schema's rule, which words every error and counts them all,
-        describing at most MAX_DETAILS; or ServiceError."""
-        data = parse(body)
+        describing at most MAX_DETAILS; or ServiceError.
+
+        The cyclic collector is off meanwhile: a body of thousands of objects and arrays would set it walking every
+        object there is, again and again, though none is garbage yet; and a refused body is released before it is
+        back on, so that it never walks them at all (about a third of a refusal's cost, measured)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            cleaned = self.clean_parsed(body, from_json(body), many)  # the body's objects are gone on return
+        finally:
+            if collecting:
+                gc.enable()
+        if isinstance(cleaned, ServiceError):
+            raise cleaned
+        return cleaned
+
+    def clean_parsed(self, body: bytes, data, many: bool) -> list[dict] | ServiceError:
         problems = Problems()
         if many:
             if len(data) > self.max_customers:
-                raise ServiceError(413, errors.too_many(self.max_customers))
+                return ServiceError(413, errors.too_many(self.max_customers))
             customers = clean_customers(data, problems)
         elif isinstance(data, dict):
             customers = [clean_customer(data, problems)]
@@ -176,23 +191,8 @@ class CustomerEndpoint:
         else:
             customers = []
         if not customers:
-            raise ServiceError(422, errors.NO_CUSTOMERS)
-        if problems.errors:
-            raise invalid_customers(problems)
-        return customers
-
-
-def parse(body: bytes):
-    """The body's JSON as Python objects. The cyclic collector is off meanwhile: a body of thousands of objects and
-    arrays would otherwise set it walking every object there is, again and again, for none of them is garbage yet
-    (a third of the parse, for 10,000 customers of 19 lists each)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return from_json(body)
-    finally:
-        if collecting:
-            gc.enable()
+            return ServiceError(422, errors.NO_CUSTOMERS)
+        return invalid_customers(problems) if problems.errors else customers
 
 
 def repeated_keys(body: bytes, obj: dict) -> list[str]:

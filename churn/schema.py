@@ -456,13 +456,12 @@ def _invalid_values(feature: Feature | None, column: list) -> list[bool] | bool:
     # only for text and null (1 == 1.0 == True, which the schema tells apart).
     if first.__class__ in SAME_WHEN_EQUAL and column.count(first) == len(column):
         return check(first)[1] is not None
-    types = list(map(type, column))
-    kinds = set(types)
+    kinds = set(map(type, column))
     if kinds & CONTAINERS:  # arrays and objects: refused as values everywhere, and unhashable
         if kinds <= CONTAINERS:
             return True
-        return [kind in CONTAINERS or check(value)[1] is not None for kind, value in zip(types, column, strict=True)]
-    typed = list(zip(types, column, strict=True))
+        return [value.__class__ in CONTAINERS or check(value)[1] is not None for value in column]
+    typed = list(zip(map(type, column), column, strict=True))
     verdicts = {key: check(key[1])[1] is not None for key in set(typed)}
     return list(map(verdicts.__getitem__, typed))
 
