@@ -18,7 +18,16 @@ def test_the_development_server_writes_json_lines_without_ansi_colours(tmp_path)
     # werkzeug colours whether or not stdout is a terminal; TERM says one would show the colours.
     env = {**os.environ, "PORT": str(port), "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     with open(stdout, "wb") as out:
-        server = subprocess.Popen([sys.executable, "predict.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.PIPE)
+        # SIGINT as a terminal has it: a runner started in the background (CI's may be) passes it on ignored, and
+        # Python then never turns it into the KeyboardInterrupt that stops the server cleanly.
+        server = subprocess.Popen(
+            [sys.executable, "predict.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server)
