@@ -117,9 +117,6 @@ class Settings:
         """The keys as configured now: CHURN_API_KEYS_FILE is read again (a rotated key takes effect)."""
         return read_api_keys(None, self.api_keys_file) if self.api_keys_file else self.api_keys
 
-    def client_url(self) -> str:
-        return self.url or f"http://localhost:{self.port}"
-
 
 def env_name(name: str) -> str:
     return next(f.metadata["env"] for f in fields(Settings) if f.name == name)
