@@ -58,7 +58,9 @@ def secured(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     if "location" in names:
         i = names["location"]
         parts = urlsplit(headers[i][1])
-        headers[i] = ("Location", urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment)))
+        # One leading slash: "//host/x" would be a protocol-relative address of another host.
+        path = "/" + parts.path.lstrip("/")
+        headers[i] = ("Location", urlunsplit(("", "", path, parts.query, parts.fragment)))
     if "content-type" in names and headers[names["content-type"]][1].startswith("text/html"):
         headers += [header for header in NO_FRAMING if header[0].lower() not in names]
     return headers

@@ -3,6 +3,7 @@
 import pytest
 
 from churn.schema import SAMPLE_CUSTOMER
+from churn.wsgi import secured
 
 
 @pytest.mark.parametrize(
@@ -26,3 +27,16 @@ def test_a_redirect_names_no_host_a_client_sent(client):
     answer = client.get("/docs", headers={"Host": "evil.example", "X-Forwarded-Proto": "https"})
     assert answer.status_code == 308
     assert answer.headers["Location"] == "/docs/"
+
+
+@pytest.mark.parametrize(
+    ("location", "relative"),
+    [
+        ("https://evil.example/docs/", "/docs/"),
+        ("http://localhost//evil.example/x?a=1", "/evil.example/x?a=1"),
+        ("/docs/", "/docs/"),
+        ("http://h", "/"),
+    ],
+)
+def test_a_location_is_made_relative_and_never_protocol_relative(location, relative):
+    assert dict(secured([("Location", location)]))["Location"] == relative
