@@ -32,7 +32,7 @@ RUN useradd --no-log-init --uid 10001 --create-home --shell /usr/sbin/nologin ch
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # Pipfile.lock too: scikit-learn is not installed here, so the model loader takes the version the lock pins
-# for training as the one a model must have been pickled with (churn/scoring.py).
+# for training as the one a model must have been pickled with (churn/model/scoring.py).
 COPY ["gunicorn.conf.py", "predict.py", "Pipfile.lock", "./"]
 COPY churn/ churn/
 # The model served: any model_*.bin that train.py made, with the metrics it wrote beside it, which the /model

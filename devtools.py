@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from churn.data import DATA_FILE_NAME, DataError, data_candidates, find_data
+from churn.model.data import DATA_FILE_NAME, DataError, data_candidates, find_data
 
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

@@ -70,15 +70,15 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
-    from churn.drain import keep_listeners
     from churn.metrics import take_slot
+    from churn.serve.drain import keep_listeners
 
     take_slot(worker)
-    # A stop (SIGTERM) that resets no queued connection: see churn/drain.py.
+    # A stop (SIGTERM) that resets no queued connection: see churn/serve/drain.py.
     keep_listeners(worker)
 
 
 def worker_exit(server, worker):
-    from churn.drain import drain
+    from churn.serve.drain import drain
 
     drain(worker)

@@ -4,8 +4,8 @@ import gc
 import sys
 
 from churn.logs import configure_logging
-from churn.scoring import ModelLoadError, load_served_model
-from churn.service import create_app
+from churn.model.scoring import ModelLoadError, load_served_model
+from churn.serve.app import create_app
 from churn.settings import SettingError, Settings
 
 # A bad setting or model file stops the start with one line that says what is wrong, not a traceback.

@@ -7,7 +7,7 @@ else http://localhost:$PORT/predict, else http://localhost:9696/predict.
 The key may also come from $CHURN_API_KEY; it is sent as `Authorization: Bearer KEY`.
 Exit status: 0 answered, 1 the service answered an HTTP error, 2 the file or the service could not be reached.
 
-It needs only what serving needs (the standard library and churn.schema), so it runs right after `make serve`.
+It needs only what serving needs (the standard library and churn.model.schema), so it runs right after `make serve`.
 """
 
 import argparse
@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from churn.settings import Settings
 
 

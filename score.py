@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from churn.batch import SEPARATORS, InputError, Progress, check_paths, default_output, score_file
-from churn.explain import MAX_REASONS, ExplanationUnavailable, make_explainer
-from churn.scoring import ModelLoadError, load_served_model
+from churn.batch.chunks import SEPARATORS, InputError, Progress, check_paths, default_output, score_file
+from churn.model.explain import MAX_REASONS, ExplanationUnavailable, make_explainer
+from churn.model.scoring import ModelLoadError, load_served_model
 
 MODEL_FILE = Path(__file__).resolve().parent / "model_C=1.0.bin"
 ALL_SCORED, SOME_REJECTED, FAILED = 0, 1, 2
@@ -104,7 +104,7 @@ def score_on_spark(args, output):
     """score_path's summary; an error Spark reports (a path it cannot read, say) as an InputError naming the log."""
     from pyspark.errors import PySparkException  # pyspark is imported only with --engine spark
 
-    from churn.spark import LOG_FILE, score_path
+    from churn.batch.spark import LOG_FILE, score_path
 
     try:
         return score_path(

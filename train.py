@@ -14,9 +14,19 @@ import pandas as pd
 import sklearn
 from sklearn.metrics import roc_auc_score
 
-from churn import data
-from churn.model import FIT_RTOL, cross_validate, encode, explanation_stats, fit, predict, same_fit, save_model, split
-from churn.modelfile import EXPLANATION_KEY, sidecar_path
+from churn.model import data
+from churn.model.modelfile import EXPLANATION_KEY, sidecar_path
+from churn.model.training import (
+    FIT_RTOL,
+    cross_validate,
+    encode,
+    explanation_stats,
+    fit,
+    predict,
+    same_fit,
+    save_model,
+    split,
+)
 
 
 def parse_args(argv=None):
@@ -97,7 +107,7 @@ def main(argv=None):
     print(f"the model is in {output}, its metrics in {sidecar}")
     if args.report:
         # Imported here: matplotlib is a training-only dependency.
-        from churn.report import write_report
+        from churn.model.report import write_report
 
         write_report(args.report, metrics, df_test[data.TARGET].to_numpy(), predict(df_test, dv, model))
         print(f"the training report is in {args.report}")

@@ -1,4 +1,4 @@
-"""Batch scoring benchmark: score.py and churn.spark against the naive ways, on a CSV made from the dataset.
+"""Batch scoring benchmark: score.py and churn.batch.spark against the naive ways, on a CSV made from the dataset.
 
 python -m bench.batch [--rows 1000000] [--rounds 3] [--quick] [--no-spark] [--out FILE]
 
@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from bench.run import machine
-from churn.data import find_data
-from churn.model import FEATURE_NAMES
+from churn.model.data import find_data
+from churn.model.training import FEATURE_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILE = ROOT / "model_C=1.0.bin"
@@ -49,8 +49,8 @@ finally:
 NAIVE = """
 import pickle, sys
 import pandas as pd
-from churn.data import clean_frame
-from churn.model import FEATURE_NAMES
+from churn.model.data import clean_frame
+from churn.model.training import FEATURE_NAMES
 with open(sys.argv[1], "rb") as f:
     dv, model = pickle.load(f)
 df = clean_frame(pd.read_csv(sys.argv[2]))
@@ -89,8 +89,8 @@ def make_csv(path: Path, rows: int) -> None:
 
 def reference(path: Path, n: int = 10_000) -> np.ndarray:
     """scikit-learn's probabilities for the first n rows."""
-    from churn.data import clean_frame
-    from churn.model import load_model
+    from churn.model.data import clean_frame
+    from churn.model.training import load_model
 
     dv, model = load_model(MODEL_FILE)
     df = clean_frame(pd.read_csv(path, nrows=n))
@@ -127,7 +127,7 @@ def bench_local(csv: Path, folder: Path, rounds: int, expected: np.ndarray) -> d
 
 
 def bench_spark(csv: Path, rounds: int) -> dict:
-    from churn.spark import read_frame, session, ship_package
+    from churn.batch.spark import read_frame, session, ship_package
 
     spark = session("local[2]")
     spark.conf.set("spark.sql.shuffle.partitions", "2")
@@ -147,7 +147,7 @@ def bench_spark(csv: Path, rounds: int) -> dict:
 
 
 def spark_ways(spark, df) -> dict:
-    from churn.spark import score_frame
+    from churn.batch.spark import score_frame
 
     return {
         "naive UDF": naive_udf_frame(spark, df, unpickle_per_batch=True),
@@ -159,9 +159,9 @@ def spark_ways(spark, df) -> dict:
 
 def check_spark_ways(spark) -> None:
     """Both scoring ways answer what scikit-learn does, on the dataset itself (whose ids are unique)."""
-    from churn.data import load_data
-    from churn.model import load_model, predict
-    from churn.spark import read_frame
+    from churn.batch.spark import read_frame
+    from churn.model.data import load_data
+    from churn.model.training import load_model, predict
 
     path = find_data()
     dv, model = load_model(MODEL_FILE)
@@ -180,13 +180,13 @@ def naive_udf_frame(spark, df, unpickle_per_batch: bool):
 
     from pyspark.sql.functions import pandas_udf
 
-    from churn.schema import FEATURES
+    from churn.model.schema import FEATURES
 
     pickled = spark.sparkContext.broadcast(MODEL_FILE.read_bytes())
     columns = [f.column for f in FEATURES]
 
     def probabilities(dv, model, series) -> pd.Series:
-        from churn.data import clean_frame
+        from churn.model.data import clean_frame
 
         frame = pd.concat(series, axis=1, keys=columns)
         for number in ("SeniorCitizen", "tenure", "MonthlyCharges"):  # Spark read the CSV as text
@@ -213,7 +213,7 @@ def naive_udf_frame(spark, df, unpickle_per_batch: bool):
 
 def identity_frame(df):
     """The same columns score_frame reads, passed through mapInArrow unchanged: what moving them costs."""
-    from churn.batch import ColumnPlan
+    from churn.batch.chunks import ColumnPlan
 
     source = df.select(*ColumnPlan.of(df.columns).columns)
 
@@ -256,7 +256,7 @@ def report(rows: int, rounds: int, local: dict, spark: dict | None, argv: list) 
             f"{udf / per_task:.1f}× the naive UDF |",
             f"| Spark `local[2]`: identity `mapInArrow` of the same columns | {rate(rows, identity)} | | "
             f"{udf / identity:.1f}× the naive UDF |",
-            f"| Spark `local[2]`: `churn.spark.score_frame` (`mapInArrow`) | {rate(rows, ours)} | | "
+            f"| Spark `local[2]`: `churn.batch.spark.score_frame` (`mapInArrow`) | {rate(rows, ours)} | | "
             f"**{udf / ours:.1f}×** the naive UDF (target ≥ 5×), **{identity / ours:.2f}×** identity (≥ 0.8×) |",
         ]
     return "\n".join(lines)

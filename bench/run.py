@@ -24,9 +24,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from churn.data import DataError, load_data
-from churn.model import FEATURE_NAMES
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.data import DataError, load_data
+from churn.model.schema import SAMPLE_CUSTOMER
+from churn.model.training import FEATURE_NAMES
 from devtools import MODEL_FILE, ROOT, dataset_path, free_port, gunicorn_command, stop, worker_pids
 
 BATCH_SIZE = 1000

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 
 BODY = json.dumps(SAMPLE_CUSTOMER).encode()

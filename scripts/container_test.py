@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from churn.data import file_sha256  # noqa: E402
-from churn.schema import SAMPLE_CUSTOMER  # noqa: E402
+from churn.model.data import file_sha256  # noqa: E402
+from churn.model.schema import SAMPLE_CUSTOMER  # noqa: E402
 from devtools import free_port, gunicorn_command, running_server  # noqa: E402
 
 IMAGE = "churn-serving:container-test"

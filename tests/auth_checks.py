@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 
 KEY = "k3y-Only.The_Test~Knows"
 OTHER_KEY = "second-key-for-rotation"

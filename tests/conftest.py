@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from churn.data import DataError, load_data
-from churn.scoring import load_served_model
-from churn.service import create_app
+from churn.model.data import DataError, load_data
+from churn.model.scoring import load_served_model
+from churn.serve.app import create_app
 from churn.settings import Settings
 from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command, running_server, waitress_command
 from devtools import dataset_path as find_dataset
@@ -157,7 +157,7 @@ def train_run(dataset_path, tmp_path_factory) -> TrainRun:
 @pytest.fixture(scope="module")
 def explain_reference(clean_df):
     """The committed model as scikit-learn objects, the training split it was fitted on, and every row's log-odds."""
-    from churn.model import encode, load_model, split
+    from churn.model.training import encode, load_model, split
 
     dv, model = load_model(MODEL_FILE)
     X_train = encode(split(clean_df)[0], dv)
@@ -179,7 +179,7 @@ def raw_text(dataset_path):
 @pytest.fixture(scope="module")
 def expected(clean_df):
     """scikit-learn's churn probability of every row of the dataset (the committed model)."""
-    from churn.model import load_model, predict
+    from churn.model.training import load_model, predict
 
     dv, model = load_model(MODEL_FILE)
     return predict(clean_df, dv, model)

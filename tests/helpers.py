@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.feature_extraction import DictVectorizer
 
-from churn.schema import FEATURES, SAMPLE_CUSTOMER, InvalidValue
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER, InvalidValue
 from devtools import ROOT
 
 # ---- Customers and metrics
@@ -47,7 +47,7 @@ def samples(text: str) -> dict[tuple, float]:
     }
 
 
-# ---- Batch scoring (churn.batch, score.py, churn.spark)
+# ---- Batch scoring (churn.batch.chunks, score.py, churn.batch.spark)
 
 TOLERANCE = 1e-12
 BAD_CELLS = {  # (row, column) -> the text there in the bad-rows file; row 1 is the first after the header

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churn import batch
-from churn.batch import score_file
+from churn.batch import chunks as batch
+from churn.batch.chunks import score_file
 from devtools import ROOT
 from tests.helpers import TOLERANCE, read_text_csv, run_score
 

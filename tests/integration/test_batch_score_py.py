@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churn import batch
-from churn.explain import make_explainer
-from churn.model import load_model
-from churn.schema import Problems, clean_customer
+from churn.batch import chunks as batch
+from churn.model.explain import make_explainer
+from churn.model.schema import Problems, clean_customer
+from churn.model.training import load_model
 from devtools import MODEL_FILE, ROOT
 from tests.helpers import BLANK_TOTAL_ROW, TOLERANCE, message, read_text_csv, run_score, write_bad_rows
 

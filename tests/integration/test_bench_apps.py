@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 from bench import classic, floor, run
-from churn.model import FEATURE_NAMES
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
+from churn.model.training import FEATURE_NAMES
 from devtools import MODEL_FILE, stop
 
 

@@ -8,7 +8,7 @@ import sys
 
 import requests
 
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from devtools import ROOT, free_port, stop, wait_ready
 
 

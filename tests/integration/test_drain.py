@@ -1,4 +1,4 @@
-"""churn/drain.py with gunicorn's real worker classes, real sockets and real processes read from /proc.
+"""churn/serve/drain.py with gunicorn's real worker classes, real sockets and real processes read from /proc.
 
 The whole stop under load, with sync and gthread workers, is in tests/integration/test_load_faults.py.
 """
@@ -20,7 +20,7 @@ from gunicorn import glogging
 from gunicorn.config import Config
 from gunicorn.workers import SUPPORTED_WORKERS
 
-from churn import drain
+from churn.serve import drain
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the drain reads /proc and uses Linux socket filters")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from churn.schema import FEATURES, SAMPLE_CUSTOMER
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
 from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 
 MAX_BODY = 65536

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from churn.model import encode, explanation_stats, split
-from churn.schema import FEATURES
+from churn.model.schema import FEATURES
+from churn.model.training import encode, explanation_stats, split
 from devtools import MODEL_FILE
 
 

@@ -18,11 +18,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from churn.data import clean_text
-from churn.openapi import openapi_document
-from churn.schema import FEATURES, ID_COLUMN, ID_NAME, feature_for
-from churn.scoring import load_served_model
-from churn.service import create_app
+from churn.model.data import clean_text
+from churn.model.schema import FEATURES, ID_COLUMN, ID_NAME, feature_for
+from churn.model.scoring import load_served_model
+from churn.serve.app import create_app
+from churn.serve.openapi import openapi_document
 from churn.settings import Settings
 from devtools import MODEL_FILE, free_port, gunicorn_command, running_server
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from devtools import BIN, ROOT
 from tests.helpers import customers
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from churn import logs
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from devtools import free_port, gunicorn_command, running_server
 from tests.helpers import customers
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from churn import metrics
-from churn.schema import SAMPLE_CUSTOMER
+from churn.model.schema import SAMPLE_CUSTOMER
 from devtools import free_port, gunicorn_command, running_server, waitress_command
 from tests.helpers import PROBABILITY_SERIES, customers, samples
 

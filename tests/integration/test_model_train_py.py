@@ -12,8 +12,8 @@ import pytest
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from churn.data import DATA_FILE_NAME, DATA_URL
-from churn.model import load_model, same_fit, save_model
+from churn.model.data import DATA_FILE_NAME, DATA_URL
+from churn.model.training import load_model, same_fit, save_model
 from devtools import MODEL_FILE, ROOT, free_port
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from sklearn.base import BaseEstimator
 
-from churn.model import load_model
+from churn.model.training import load_model
 from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command
 from tests.helpers import OtherVersionPickler, hostile_pickles
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from churn.schema import FEATURES_BY_NAME
+from churn.model.schema import FEATURES_BY_NAME
 from devtools import ROOT, free_port, gunicorn_command, running_server
 
 README = ROOT / "README.md"

@@ -3,7 +3,7 @@ with the limits set by environment."""
 
 import requests
 
-from churn.schema import Problems, clean_customer
+from churn.model.schema import Problems, clean_customer
 from tests.helpers import customers
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from churn.schema import SAMPLE_CUSTOMER, Problems, clean_customer
+from churn.model.schema import SAMPLE_CUSTOMER, Problems, clean_customer
 from devtools import ROOT, free_port, gunicorn_command, running_server, waitress_command
 
 

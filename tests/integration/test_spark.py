@@ -1,4 +1,4 @@
-"""churn.spark on real Spark in local mode: the dataset as scikit-learn scores it, the same rejects as the local
+"""churn.batch.spark on real Spark in local mode: the dataset as scikit-learn scores it, the same rejects as the local
 engine (row numbers and neutralised cells included), score.py --engine spark in process, quiet, and under
 spark-submit."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.batch import InputError, score_file
-from churn.model import load_model, predict
-from churn.spark import read_frame, score_frame, score_path, session
+from churn.batch.chunks import InputError, score_file
+from churn.batch.spark import read_frame, score_frame, score_path, session
+from churn.model.training import load_model, predict
 from tests.conftest import MODEL_FILE, ROOT
 from tests.helpers import TOLERANCE, read_text_csv, write_bad_rows
 from tests.integration.test_batch_files import ragged_lines, write_lines
@@ -72,7 +72,7 @@ def test_rejects_and_scores_equal_the_local_engines(spark, served_model, bad_row
 
 
 def test_reasons_equal_the_local_engines(spark, tmp_path, dataset_path, served_model):
-    from churn.explain import make_explainer
+    from churn.model.explain import make_explainer
 
     explainer = make_explainer(served_model)
     assert score_file(dataset_path, tmp_path / "local.csv", served_model, explainer=explainer, reasons=2).scored == 7043

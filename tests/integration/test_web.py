@@ -11,9 +11,9 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from churn.explain import make_explainer
-from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
-from churn.scoring import load_served_model
+from churn.model.explain import make_explainer
+from churn.model.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
+from churn.model.scoring import load_served_model
 from devtools import MODEL_FILE, ROOT, free_port, running_server, waitress_command
 
 pytestmark = pytest.mark.browser

@@ -8,8 +8,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from churn.auth import open_endpoints
-from churn.service import create_app
+from churn.serve.app import create_app
+from churn.serve.auth import open_endpoints
 from churn.settings import Settings
 from tests.auth_checks import BODY, JSON, KEY, OTHER_KEY, KeyChecks
 

@@ -1,12 +1,12 @@
-"""churn.batch: the API's rules for every value and spelling, in chunks, each distinct value cleaned once."""
+"""churn.batch.chunks: the API's rules for every value and spelling, in chunks, each distinct value cleaned once."""
 
 import numpy as np
 import pyarrow as pa
 
-from churn import batch
-from churn.batch import ChunkScorer, ColumnPlan, score_file
-from churn.data import clean_text
-from churn.schema import FEATURES, Feature, Problems, clean_customer
+from churn.batch import chunks as batch
+from churn.batch.chunks import ChunkScorer, ColumnPlan, score_file
+from churn.model.data import clean_text
+from churn.model.schema import FEATURES, Feature, Problems, clean_customer
 from tests.helpers import TOLERANCE, message, read_text_csv
 
 

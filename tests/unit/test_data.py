@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from churn.data import (
+from churn.model.data import (
     DATA_FILE_NAME,
     DATA_SHA256,
     DEFAULT_DATA_PATH,
@@ -110,7 +110,7 @@ def test_churn_data_may_name_the_folder_that_holds_the_dataset(dataset_path, tmp
     (folder / DATA_FILE_NAME).symlink_to(dataset_path)
     for value in (folder, folder / DATA_FILE_NAME):
         found = subprocess.run(
-            [sys.executable, "-c", "from churn.data import find_data; print(find_data())"],
+            [sys.executable, "-c", "from churn.model.data import find_data; print(find_data())"],
             cwd=PROJECT_ROOT,
             env={**os.environ, "CHURN_DATA": str(value)},
             capture_output=True,

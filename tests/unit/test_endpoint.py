@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from churn.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
+from churn.model.schema import FEATURES, FEATURES_BY_NAME, SAMPLE_CUSTOMER
 from churn.settings import Settings
 
 RAW_SAMPLE = {
@@ -326,7 +326,7 @@ def test_flask_request_hooks_are_never_skipped(app):
 
 
 def test_a_customer_has_at_most_max_fields_fields(client):
-    from churn.schema import MAX_FIELDS
+    from churn.model.schema import MAX_FIELDS
 
     padding = MAX_FIELDS - len(SAMPLE_CUSTOMER)
     assert post(client, dict(SAMPLE_CUSTOMER, **{f"x{i}": i for i in range(padding)})).status_code == 200

@@ -7,12 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from churn.explain import Explainer, ExplanationUnavailable, global_explanation, make_explainer
-from churn.model import FEATURE_NAMES
-from churn.predictor import Predictor
-from churn.schema import FEATURES, SAMPLE_CUSTOMER
-from churn.scoring import load_served_model, sigmoid
-from churn.service import create_app
+from churn.model.explain import Explainer, ExplanationUnavailable, global_explanation, make_explainer
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
+from churn.model.scoring import load_served_model, sigmoid
+from churn.model.training import FEATURE_NAMES
+from churn.serve.app import create_app
+from churn.serve.predictor import Predictor
 from churn.settings import Settings
 from devtools import MODEL_FILE
 

@@ -1,6 +1,6 @@
-"""churn.model: same_fit, the check that keeps the committed model when a retrain differs only by rounding."""
+"""churn.model.training: same_fit, the check that keeps the committed model when a retrain differs only by rounding."""
 
-from churn.model import load_model, same_fit
+from churn.model.training import load_model, same_fit
 from devtools import MODEL_FILE
 
 

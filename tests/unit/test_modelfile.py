@@ -1,7 +1,7 @@
 """Loading the model file: no code in it runs, and every bad file stops the loader with a message naming it.
 
-Both loaders are checked: churn.scoring's (what the service uses, stand-ins without scikit-learn) and
-churn.model.load_model (real scikit-learn objects, read as safely).
+Both loaders are checked: churn.model.scoring's (what the service uses, stand-ins without scikit-learn) and
+churn.model.training.load_model (real scikit-learn objects, read as safely).
 """
 
 import io
@@ -19,10 +19,10 @@ from sklearn.base import BaseEstimator
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from churn.model import fit, load_model, save_model
-from churn.modelfile import ModelLoadError, required_sklearn_version
-from churn.schema import FEATURES, SAMPLE_CUSTOMER
-from churn.scoring import LinearScorer, load_served_model
+from churn.model.modelfile import ModelLoadError, required_sklearn_version
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
+from churn.model.scoring import LinearScorer, load_served_model
+from churn.model.training import fit, load_model, save_model
 from devtools import MODEL_FILE, ROOT
 from tests.helpers import OtherVersionPickler, hostile_pickles
 
@@ -245,9 +245,9 @@ def test_without_scikit_learn_models_are_checked_against_the_locked_version(serv
     other.write_bytes(buffer.getvalue())
     code = f"""
 import importlib.util, sys
-from churn.explain import make_explainer
-from churn.schema import SAMPLE_CUSTOMER
-from churn.scoring import ModelLoadError, load_served_model
+from churn.model.explain import make_explainer
+from churn.model.schema import SAMPLE_CUSTOMER
+from churn.model.scoring import ModelLoadError, load_served_model
 assert not [m for m in {TRAINING_ONLY!r} if importlib.util.find_spec(m)], "a training package is importable"
 model = load_served_model({str(MODEL_FILE)!r})
 print(model.sklearn_version, model.scorer.score_one(SAMPLE_CUSTOMER))
@@ -272,9 +272,9 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in {TRAINING_ONLY!r}))
 def test_without_scikit_learn_or_the_lock_the_model_is_refused_with_the_reason(serving_site, tmp_path):
     missing_lock = tmp_path / "Pipfile.lock"
     code = f"""
-import churn.modelfile
-from churn.scoring import ModelLoadError, load_served_model
-churn.modelfile.LOCK_FILE = {str(missing_lock)!r}
+import churn.model.modelfile
+from churn.model.scoring import ModelLoadError, load_served_model
+churn.model.modelfile.LOCK_FILE = {str(missing_lock)!r}
 try:
     load_served_model({str(MODEL_FILE)!r})
 except ModelLoadError as e:

@@ -7,10 +7,10 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from churn.openapi import REQUEST_ID_PATTERN
-from churn.schema import FEATURES, SAMPLE_CUSTOMER, InvalidValue
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER, InvalidValue
+from churn.serve.openapi import REQUEST_ID_PATTERN
+from churn.serve.wsgi import REQUEST_ID
 from churn.settings import Settings
-from churn.wsgi import REQUEST_ID
 from tests.helpers import customers
 
 

@@ -1,4 +1,4 @@
-"""churn.report: the ROC plot shows the curve and its AUC, the CV plot each fold and their spread."""
+"""churn.model.report: the ROC plot shows the curve and its AUC, the CV plot each fold and their spread."""
 
 import json
 
@@ -7,9 +7,9 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
-from churn.data import TARGET
-from churn.model import fit, predict, split
-from churn.report import plot_cv_auc, plot_roc
+from churn.model.data import TARGET
+from churn.model.report import plot_cv_auc, plot_roc
+from churn.model.training import fit, predict, split
 from devtools import ROOT
 
 

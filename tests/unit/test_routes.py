@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import sklearn
 
-from churn.data import file_sha256
-from churn.model import load_model, save_model
-from churn.schema import FEATURES, SAMPLE_CUSTOMER
-from churn.scoring import load_served_model
-from churn.service import create_app
+from churn.model.data import file_sha256
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
+from churn.model.scoring import load_served_model
+from churn.model.training import load_model, save_model
+from churn.serve.app import create_app
 from devtools import MODEL_FILE
 
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from churn.schema import FEATURES, MAX_DETAILS, SAMPLE_CUSTOMER, Problems, clean_customer, clean_customers
+from churn.model.schema import FEATURES, MAX_DETAILS, SAMPLE_CUSTOMER, Problems, clean_customer, clean_customers
 
 DATASET_SAMPLE = {f.column: SAMPLE_CUSTOMER[f.name] for f in FEATURES}
 

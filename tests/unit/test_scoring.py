@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from churn.model import FEATURE_NAMES
-from churn.schema import FEATURES, FEATURES_BY_NAME
+from churn.model.schema import FEATURES, FEATURES_BY_NAME
+from churn.model.training import FEATURE_NAMES
 from devtools import MODEL_FILE
 
 TOLERANCE = 1e-12

@@ -2,8 +2,8 @@
 
 import pytest
 
-from churn.schema import SAMPLE_CUSTOMER
-from churn.wsgi import secured
+from churn.model.schema import SAMPLE_CUSTOMER
+from churn.serve.wsgi import secured
 
 
 @pytest.mark.parametrize(

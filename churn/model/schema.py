@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
-from churn.data import clean_text
+from churn.model.data import clean_text
 
 BLANK_TEXT = r"^ *$"
 
@@ -49,8 +49,8 @@ class Feature:
     minimum: float = 0
     maximum: float | None = None
     integer: bool = False
-    # What a reason says (churn.explain): {dataset's value: sentence} for a category; for a number, two functions of
-    # the value, (above the training mean, below it). Every feature has them: a test checks.
+    # What a reason says (churn.model.explain): {dataset's value: sentence} for a category; for a number, two functions
+    # of the value, (above the training mean, below it). Every feature has them: a test checks.
     phrases: Any = field(default=None, compare=False, repr=False)
 
     @cached_property
@@ -185,8 +185,8 @@ def charges(kind: str) -> tuple:
     )
 
 
-# Each feature with its reasons' sentences (churn.explain): for a category, by the dataset's spelling of each value;
-# for a number, (above the training mean, below it).
+# Each feature with its reasons' sentences (churn.model.explain): for a category, by the dataset's spelling of each
+# value; for a number, (above the training mean, below it).
 FEATURES = (
     category("gender", "Customer's gender", {"Female": "Being female", "Male": "Being male"}),
     Feature(

@@ -12,7 +12,7 @@ DATA_URL = (
     f"chapter-03-churn-prediction/{DATA_FILE_NAME}"
 )
 DATA_SHA256 = "88be4b93fbe0cc83421af1c503794c97c342eca914c1576db7c276e61d61358a"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_PATH = PROJECT_ROOT / "data" / DATA_FILE_NAME
 TARGET = "churn"
 

@@ -3,8 +3,17 @@
 from pydantic import TypeAdapter
 
 from churn import logs
-from churn.explain import MAX_REASONS
-from churn.schema import BLANK_TEXT, FEATURES, ID_COLUMN, MAX_DETAILS, MAX_FIELDS, SAMPLE_CUSTOMER, Feature, Prediction
+from churn.model.explain import MAX_REASONS
+from churn.model.schema import (
+    BLANK_TEXT,
+    FEATURES,
+    ID_COLUMN,
+    MAX_DETAILS,
+    MAX_FIELDS,
+    SAMPLE_CUSTOMER,
+    Feature,
+    Prediction,
+)
 
 REF = "#/components/schemas/{model}"
 REQUEST_ID_PATTERN = f"^{logs.REQUEST_ID_PATTERN}$"
@@ -184,7 +193,7 @@ def _status(value: str) -> dict:
     return {"type": "object", "required": ["status"], "properties": {"status": {"const": value}}}
 
 
-# With CHURN_API_KEYS set, either header carries a key (churn.auth); Swagger UI's Authorize button offers both.
+# With CHURN_API_KEYS set, either header carries a key (churn.serve.auth); Swagger UI's Authorize button offers both.
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <one of CHURN_API_KEYS>"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -272,14 +281,14 @@ def READY(settings) -> dict:
 MODEL = _get("The model card", {"application/json": {"schema": {"$ref": REF.format(model="ModelCard")}}})
 METRICS = _get("Prometheus text exposition", {"text/plain": {"schema": {"type": "string"}}})
 DOCUMENT = _get("This document", {"application/json": {"schema": {"type": "object"}}})
-DOCUMENT_KEY = "churn.openapi"  # the app's document, in app.extensions
+DOCUMENT_KEY = "churn.serve.openapi"  # the app's document, in app.extensions
 
 
 def _common(operation: dict, open: bool, api_keys: bool) -> dict:
     """What every operation has: the request ID both ways, the errors any request can meet, and its security."""
     operation["parameters"] = [{"$ref": "#/components/parameters/RequestID"}]
     responses = operation["responses"]
-    if api_keys:  # the probes and this document stay open: see churn.auth
+    if api_keys:  # the probes and this document stay open: see churn.serve.auth
         if open:
             operation["security"] = []
         else:
@@ -293,7 +302,7 @@ def _common(operation: dict, open: bool, api_keys: bool) -> dict:
 
 
 def openapi_document(app, settings) -> dict:
-    """The document of every route whose view is documented (churn.routes.documented), in the order of the routes."""
+    """The document of every route whose view is documented (churn.serve.routes.documented), in the routes' order."""
     paths = {}
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]

@@ -7,7 +7,7 @@ feature's mean weight (each category's weight times its share of the training sp
 log-odds = base_log_odds + Σ contributions, where base_log_odds is the intercept plus every term's mean.
 
 train.py writes the training split's column means beside the model (explanation_stats); the service builds an
-Explainer from them with make_explainer. Like churn.scoring, nothing here imports scikit-learn or pandas.
+Explainer from them with make_explainer. Like churn.model.scoring, nothing here imports scikit-learn or pandas.
 """
 
 import math
@@ -16,10 +16,10 @@ from operator import itemgetter
 import numpy as np
 import orjson
 
-from churn.data import clean_text
-from churn.modelfile import sidecar_path
-from churn.schema import FEATURES
-from churn.scoring import LinearScorer, ServedModel
+from churn.model.data import clean_text
+from churn.model.modelfile import sidecar_path
+from churn.model.schema import FEATURES
+from churn.model.scoring import LinearScorer, ServedModel
 
 MAX_REASONS = 3
 
@@ -72,7 +72,7 @@ class Explainer:
     """Each customer's log-odds split into one contribution per feature, and the top reasons toward churn.
 
     Customers are dicts keyed by the model's feature names, with a category in any accepted spelling and numbers
-    as int or float: what churn.schema's cleaning gives, and what LinearScorer scores.
+    as int or float: what churn.model.schema's cleaning gives, and what LinearScorer scores.
     """
 
     def __init__(self, scorer: LinearScorer, stats: dict):

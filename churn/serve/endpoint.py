@@ -16,7 +16,7 @@ from pydantic_core import from_json
 
 from churn import errors, logs, metrics
 from churn.errors import ServiceError
-from churn.schema import (
+from churn.model.schema import (
     FEATURES,
     MAX_DETAILS,
     MAX_FIELDS,

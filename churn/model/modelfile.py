@@ -1,8 +1,8 @@
 """The model file's format, shared by training and serving: the pickled (dv, model) pair, read safely, and the JSON
 sidecar beside it (what train.py recorded: metrics, and the statistics explanations need).
 
-Nothing here imports scikit-learn: serving reads the pickle into stand-ins; training (churn.model) reads it into
-scikit-learn's own classes once it has passed the same checks.
+Nothing here imports scikit-learn: serving reads the pickle into stand-ins; training (churn.model.training) reads it
+into scikit-learn's own classes once it has passed the same checks.
 """
 
 import io
@@ -12,7 +12,7 @@ import pickle
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-EXPLANATION_KEY = "explanation"  # the sidecar's entry for churn.explain's statistics
+EXPLANATION_KEY = "explanation"  # the sidecar's entry for churn.model.explain's statistics
 ESTIMATORS = {
     ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
     ("sklearn.linear_model._logistic", "LogisticRegression"),
@@ -28,7 +28,7 @@ ALLOWED_GLOBALS = ESTIMATORS | {
 
 
 # Where scikit-learn is not installed (the service's image), models must come from the version the lock pins.
-LOCK_FILE = Path(__file__).resolve().parent.parent / "Pipfile.lock"
+LOCK_FILE = Path(__file__).resolve().parents[2] / "Pipfile.lock"
 
 
 class ModelLoadError(Exception):

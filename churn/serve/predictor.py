@@ -1,6 +1,6 @@
 """The model as the service serves it, with no web framework in it: load, check, warm up, predict, explain, the card.
 
-A Predictor owns one customer endpoint per operation (churn.endpoint: from a request's body to its answer's
+A Predictor owns one customer endpoint per operation (churn.serve.endpoint: from a request's body to its answer's
 bytes); the web layer only routes requests to them. The warm-up sends the course's sample customer through those
 same endpoints before any request, so a model that loads but cannot answer is found at start, not by a client.
 """
@@ -8,11 +8,11 @@ same endpoints before any request, so a model that loads but cannot answer is fo
 import orjson
 
 from churn import errors
-from churn.endpoint import CustomerEndpoint
 from churn.errors import ServiceError
-from churn.explain import ExplanationUnavailable, global_explanation, make_explainer
-from churn.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
-from churn.scoring import ServedModel, load_served_model
+from churn.model.explain import ExplanationUnavailable, global_explanation, make_explainer
+from churn.model.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
+from churn.model.scoring import ServedModel, load_served_model
+from churn.serve.endpoint import CustomerEndpoint
 from churn.settings import Settings
 
 SAMPLE_BODY = orjson.dumps(SAMPLE_CUSTOMER)

@@ -2,7 +2,7 @@
 
 CHURN_API_KEYS (comma-separated) or CHURN_API_KEYS_FILE (one key a line, as a secrets manager mounts it); see
 churn.settings. With keys set, a request needs `Authorization: Bearer <key>` or `X-API-Key: <key>`, except on the
-endpoints marked open (churn.routes.documented; the web page and Swagger UI's blueprints): the probes a load
+endpoints marked open (churn.serve.routes.documented; the web page and Swagger UI's blueprints): the probes a load
 balancer calls, and the documents a browser needs to ask for a key. Unset: everything is open.
 """
 

@@ -1,4 +1,4 @@
-"""Score a customer base in chunks: the chunk scorer that score.py's local engine and churn.spark both run.
+"""Score a customer base in chunks: the chunk scorer that score.py's local engine and churn.batch.spark both run.
 
 A chunk is an Arrow record batch. Each column is dictionary-encoded and each distinct value goes through the schema's
 one rule, Feature.clean, once (remembered across chunks), so a million rows cost a few thousand clean() calls; the
@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from churn.data import clean_text
-from churn.schema import FEATURES, ID_COLUMN, Feature, InvalidValue, conflict, feature_for
-from churn.scoring import LinearScorer
+from churn.model.data import clean_text
+from churn.model.schema import FEATURES, ID_COLUMN, Feature, InvalidValue, conflict, feature_for
+from churn.model.scoring import LinearScorer
 
 PROBABILITY = "churn_probability"
 DECISION = "churn"
@@ -743,7 +743,7 @@ def score_file(
 ) -> Summary:
     """Score a CSV or Parquet file of customers into output (CSV or Parquet by its name) and its rejects file.
 
-    model is a churn.scoring.ServedModel. The output has the id column (or, without one, the row numbers),
+    model is a churn.model.scoring.ServedModel. The output has the id column (or, without one, the row numbers),
     churn_probability and churn, in the input's order; the rejects file (rejects_path(output)) one line per problem.
     A CSV's separator and decimal mark are as given, or found (sniff_csv). Any error leaves neither file behind.
     """

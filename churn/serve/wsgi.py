@@ -12,8 +12,8 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from churn import logs, metrics
-from churn.endpoint import CustomerEndpoint
 from churn.errors import ServiceError
+from churn.serve.endpoint import CustomerEndpoint
 
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 NOSNIFF = ("X-Content-Type-Options", "nosniff")

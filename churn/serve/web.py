@@ -2,12 +2,12 @@
 
 from flask import Blueprint, render_template, url_for
 
-from churn.schema import FEATURES, SAMPLE_CUSTOMER
+from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
 
-# The assets get their own URL prefix: Flask(__name__) in churn.service also serves churn/static at /static,
+# The assets get their own URL prefix: Flask(__name__) in churn.serve.app also serves churn/serve/static at /static,
 # and two rules for one URL would make which one answers an accident of registration order.
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
-web.open = True  # the page and its assets hold no data, and must load to ask for an API key (churn.auth)
+web.open = True  # the page and its assets hold no data, and must load to ask for an API key (churn.serve.auth)
 
 # What the script needs from the schema: which columns are numbers, under either spelling of their name, and the
 # schema's one rule for a number written as text (Feature.text_pattern, a regular expression JavaScript reads alike),

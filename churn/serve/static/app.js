@@ -4,9 +4,9 @@
 (() => {
   const schema = JSON.parse(document.getElementById("schema").textContent);
   const explainUrl = document.body.dataset.explainUrl;
-  // churn.data.clean_text: the dataset's spelling of a name to the model's, which the form's controls use.
+  // churn.model.data.clean_text: the dataset's spelling of a name to the model's, which the form's controls use.
   const modelName = (text) => text.toLowerCase().replaceAll(" ", "_");
-  // churn.schema's one rule for a number written as text (Feature.text_pattern), by the model's name of the field.
+  // churn.model.schema's one rule for a number written as text (Feature.text_pattern), by the model's name of the field.
   const numberPatterns = new Map(schema.filter((f) => f.numeric).map((f) => [f.name, new RegExp(f.text_pattern)]));
   const columnOf = Object.fromEntries(schema.map((f) => [f.name, f.column]));
   const percent = (p) => `${(p * 100).toFixed(1)} %`;

@@ -1,16 +1,17 @@
 """The service's routes, as a blueprint: each view is a few lines over the Predictor, and carries its own OpenAPI
-operation and whether it is open without an API key. The OpenAPI document (churn.openapi) and the key check
-(churn.auth) read those markers, so a new endpoint is one view here.
+operation and whether it is open without an API key. The OpenAPI document (churn.serve.openapi) and the key check
+(churn.serve.auth) read those markers, so a new endpoint is one view here.
 """
 
 from flask import Blueprint, Response, current_app, request
 
-from churn import errors, metrics, openapi
+from churn import errors, metrics
 from churn.errors import ServiceError
-from churn.predictor import Predictor
+from churn.serve import openapi
+from churn.serve.predictor import Predictor
 
 api = Blueprint("api", __name__)
-PREDICTOR = "churn.predictor"  # the app's Predictor, in app.extensions
+PREDICTOR = "churn.serve.predictor"  # the app's Predictor, in app.extensions
 
 
 def documented(operation, open: bool = False):
@@ -28,7 +29,7 @@ def predictor() -> Predictor:
 
 
 def customers_answer(name: str) -> Response:
-    """The Flask path to a customer endpoint; churn.wsgi.FastPaths takes the same endpoint without Flask."""
+    """The Flask path to a customer endpoint; churn.serve.wsgi.FastPaths takes the same endpoint without Flask."""
     answer = predictor().endpoints[name](request.environ)
     return Response(answer.body, 200, answer.headers)
 

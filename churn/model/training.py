@@ -1,7 +1,7 @@
 """Fit, cross-validate, save and load the churn model: a DictVectorizer + LogisticRegression pair.
 
 Serving does not import this module (it would import scikit-learn), nor does this import serving: both read the
-model file through churn.modelfile.
+model file through churn.model.modelfile.
 """
 
 import math
@@ -14,9 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, train_test_split
 
-from churn.data import TARGET
-from churn.modelfile import ModelLoadError, unpickle_pair
-from churn.schema import FEATURES
+from churn.model.data import TARGET
+from churn.model.modelfile import ModelLoadError, unpickle_pair
+from churn.model.schema import FEATURES
 
 FEATURE_NAMES = [f.name for f in FEATURES]
 RANDOM_STATE = 1

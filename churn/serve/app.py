@@ -5,14 +5,14 @@ from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from churn import errors, logs
-from churn.auth import ApiKeyAuth
-from churn.openapi import DOCUMENT_KEY, openapi_document
-from churn.predictor import Predictor
-from churn.routes import PREDICTOR, api
-from churn.scoring import ServedModel
+from churn.model.scoring import ServedModel
+from churn.serve.auth import ApiKeyAuth
+from churn.serve.openapi import DOCUMENT_KEY, openapi_document
+from churn.serve.predictor import Predictor
+from churn.serve.routes import PREDICTOR, api
+from churn.serve.web import web
+from churn.serve.wsgi import FastPaths, RequestObserver
 from churn.settings import Settings
-from churn.web import web
-from churn.wsgi import FastPaths, RequestObserver
 
 # Swagger UI's assets come from the flask-swagger-ui package, so /docs works offline. validatorUrl None: Swagger UI
 # would otherwise send the document's address to validator.swagger.io. It shows no data: open without a key.

@@ -1,7 +1,7 @@
 """Fast scoring of the pickled (dv, model) pair at serving time: the pair folded into one weight per category and
 per number.
 
-Nothing here imports scikit-learn or pandas, and the service's image does not install them: churn.modelfile reads
+Nothing here imports scikit-learn or pandas, and the service's image does not install them: churn.model.modelfile reads
 the pickle into stand-in objects that keep the estimators' fitted state, which is all a folded logistic regression
 needs.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from churn.data import clean_text, file_sha256
-from churn.modelfile import EXPLANATION_KEY, ModelLoadError, read_sidecar, unpickle_pair
-from churn.schema import FEATURES
+from churn.model.data import clean_text, file_sha256
+from churn.model.modelfile import EXPLANATION_KEY, ModelLoadError, read_sidecar, unpickle_pair
+from churn.model.schema import FEATURES
 
 
 def canonical_values() -> dict[str, dict[str, str]]:
@@ -86,7 +86,7 @@ class LinearScorer:
         return self.score_columns(columns).tolist()
 
     def score_columns(self, columns: dict) -> np.ndarray:
-        """The probabilities of n customers given feature by feature, as churn.batch reads them.
+        """The probabilities of n customers given feature by feature, as churn.batch.chunks reads them.
 
         columns[name] is an array of n numbers for a number; for a category, a pair (codes, spellings) meaning
         customer i has spellings[codes[i]], in any accepted spelling (Arrow's dictionary encoding: each distinct
@@ -118,7 +118,7 @@ class ServedModel:
     sklearn_version: str  # the version that pickled it (loading refuses any other)
     scorer: LinearScorer
     training: dict | None  # the metrics train.py wrote beside the model, when present and usable
-    explanation: dict | None  # the statistics churn.explain needs (train.py writes them with the metrics)
+    explanation: dict | None  # the statistics churn.model.explain needs (train.py writes them with the metrics)
     sidecar_problem: str | None = None  # what is wrong with the sidecar, when it cannot be used
 
 

@@ -1,6 +1,6 @@
 """Score customers in a Spark job with the chunk scorer of score.py's local engine, over Arrow batches.
 
-    from churn.spark import score_frame
+    from churn.batch.spark import score_frame
 
     scored, rejected = score_frame(df, "model_C=1.0.bin")
 
@@ -9,7 +9,7 @@ scored is df's rows that could be scored, with churn_probability and churn (prob
 rejected has each refused row once per problem, with field, value, message and allowed added: the same rules and
 messages as the API and score.py. Both come from one mapInArrow pass (mark_frame); persist it when writing both
 (score.py does). The model file is read once, on the driver, with the service's safe loader; its folded weights are
-broadcast, and each task builds one churn.batch.ChunkScorer and runs it on every Arrow batch, never per row.
+broadcast, and each task builds one churn.batch.chunks.ChunkScorer and runs it on every Arrow batch, never per row.
 
 The executors need this package (score_frame adds it to the SparkContext with addPyFile) and numpy, pyarrow and
 pydantic. score.py --engine spark runs it on local Spark, or on a cluster under spark-submit (see the README):
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from churn.batch import (
+from churn.batch.chunks import (
     DECISION,
     FORMULA_START,
     NUMBER_TEXT,
@@ -46,9 +46,9 @@ from churn.batch import (
     rejects_path,
     sniff_csv,
 )
-from churn.scoring import ServedModel, load_served_model
+from churn.model.scoring import ServedModel, load_served_model
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent
 FIRST_PROBLEM = "_first_problem_of_row"  # mark_frame's own column: counts rejected rows; split_frame drops it
 MALFORMED = "_malformed_line"  # read_frame's: the line of a CSV row that has more or fewer fields than the header
 _shipped_to = set()  # the applications this package was added to
@@ -121,7 +121,7 @@ def mark_frame(
         raise InputError(f"cannot keep {', '.join(clashes)}: the results have columns of that name")
     served = model if isinstance(model, ServedModel) else load_served_model(model)
     if reasons:
-        from churn.explain import make_explainer
+        from churn.model.explain import make_explainer
 
         make_explainer(served)  # here, so that a model without explanation statistics fails before any job
     spark = df.sparkSession
@@ -143,7 +143,7 @@ def mark_frame(
         scorer, stats = shared.value
         explainer = None
         if reasons:
-            from churn.explain import Explainer
+            from churn.model.explain import Explainer
 
             explainer = Explainer(scorer, stats)
         chunk_scorer = ChunkScorer(scorer, plan, threshold, keep, explainer, reasons, decimal)
@@ -185,8 +185,9 @@ def score_frame(
 ):
     """(scored, rejected): df's customers scored with the model, and its refused rows with their reasons.
 
-    df: a DataFrame with the dataset's columns in any accepted spelling; a missing one raises churn.batch.InputError.
-    model: a model file's path, or a churn.scoring.ServedModel. threshold: churn is churn_probability >= it.
+    df: a DataFrame with the dataset's columns in any accepted spelling; a missing one raises
+    churn.batch.chunks.InputError.
+    model: a model file's path, or a churn.model.scoring.ServedModel. threshold: churn is churn_probability >= it.
     id_column: the customers' id (default customerID in any spelling). keep: the columns of df carried into both
     results (default all but those named like a result column, such as the dataset's label Churn: Spark's names
     are case-insensitive). reasons: add reason_1..reason_N, the top N reasons (needs the model's .json).
@@ -220,7 +221,7 @@ def malformed_rejects(df, separator: str, id_column: str | None):
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
-    from churn.batch import count_fields, ragged_problem
+    from churn.batch.chunks import count_fields, ragged_problem
 
     expected = len(df.columns) - 2  # not MALFORMED or ROW
     keep = [ROW, *([id_column] if id_column else [])]
@@ -267,8 +268,8 @@ def numbered(df):
 
 
 def neutralised_frame(df, number_fields=()):
-    """churn.batch.neutralised for a DataFrame written as CSV: a text cell a spreadsheet would run as a formula gets
-    a leading ', but not a rejects value written as a number in one of number_fields."""
+    """churn.batch.chunks.neutralised for a DataFrame written as CSV: a text cell a spreadsheet would run as a
+    formula gets a leading ', but not a rejects value written as a number in one of number_fields."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType
 
@@ -308,7 +309,8 @@ def score_path(
     verbose: bool = False,
 ) -> Summary:
     """score.py --engine spark: input to output and its rejects, as folders of part files, with the run's counts.
-    The file names are checked (churn.batch.check_paths) and a local CSV's separator found before Spark starts."""
+    The file names are checked (churn.batch.chunks.check_paths) and a local CSV's separator found before Spark
+    starts."""
     import time
     import warnings
 
@@ -329,7 +331,7 @@ def score_path(
 
 
 def _dialect(input_path, separator: str | None, decimal: str | None) -> Dialect | None:
-    """A CSV's separator and decimal mark: as given, else found in a local file (churn.batch.sniff_csv)."""
+    """A CSV's separator and decimal mark: as given, else found in a local file (churn.batch.chunks.sniff_csv)."""
     if file_format(input_path) != "csv":
         return None
     if Path(input_path).is_file():
