@@ -40,10 +40,12 @@ JSON_HEADERS = ("Content-Type", "application/json")
 
 @dataclass(frozen=True)
 class Answer:
-    """A 200 answer: its JSON body, and the probabilities of the customers it answers, in order."""
+    """A 200 answer: its JSON body, and the customers it answers (cleaned, by the model's feature names) with their
+    probabilities, in order: what the monitoring after the answer observes."""
 
     body: bytes
     probabilities: list[float]
+    customers: list[dict]
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -97,10 +99,11 @@ class CustomerEndpoint:
             customers = None
         if customers is not None:
             try:
-                return Answer(*self.answer(customers, many))
+                return Answer(*self.answer(customers, many), customers)
             except KeyError:  # a field missing: the fast acceptor leaves that to the cleaning, which words it
                 pass
-        return Answer(*self.answer(self.clean(body, many), many))
+        customers = self.clean(body, many)
+        return Answer(*self.answer(customers, many), customers)
 
     def read_body(self, environ) -> bytes:
         stream, limit = environ["wsgi.input"], self.max_body_bytes
