@@ -4,20 +4,13 @@ tests/nginx/eb-default-nginx.conf) and the project's .platform/nginx files, in f
 nginx runs as the current user from a temporary folder; `make test` installs it (scripts/install_debian.sh).
 """
 
-import contextlib
-import getpass
 import http.client
 import json
-import os
 import re
 import select
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,78 +18,13 @@ import requests
 import yaml
 
 from churn.settings import Settings
-from devtools import ROOT, free_port, gunicorn_command, running_server
+from devtools import PLATFORM_CONF_D, ROOT, free_port, gunicorn_command, running_nginx, running_server
 
 pytestmark = pytest.mark.nginx
 
-PLATFORM_CONF_D = ROOT / ".platform" / "nginx" / "conf.d"
-PLATFORM_NGINX_CONF = Path(__file__).parents[1] / "nginx" / "eb-default-nginx.conf"
 MAX_BODY_BYTES = Settings().max_body_bytes
 JSON = {"Content-Type": "application/json"}
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
-TEMP_PATH_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if found is None:
-        pytest.fail("nginx is not installed: `make test` installs it (scripts/install_debian.sh)")
-    return found
-
-
-@dataclass
-class Proxy:
-    url: str
-    port: int
-    directory: Path
-
-    def error_log(self) -> str:
-        return (self.directory / "logs" / "error.log").read_text()
-
-
-@contextlib.contextmanager
-def running_nginx(directory: Path, upstream_port: int):
-    """Yield a Proxy once nginx listens: the platform's nginx.conf, and conf.d/ laid out as the platform lays it."""
-    port = free_port()
-    for folder in ("logs", "temp"):
-        (directory / folder).mkdir(parents=True)
-    conf_d = directory / "conf.d"
-    shutil.copytree(PLATFORM_CONF_D, conf_d)
-    # What the platform writes itself: the container's address (the first EXPOSEd port) as `upstream docker`.
-    (conf_d / "elasticbeanstalk-nginx-docker-upstream.conf").write_text(
-        f"upstream docker {{\n    server 127.0.0.1:{upstream_port};\n    keepalive 256;\n}}\n"
-    )
-    # Test only: temporary files in the test's folder, not the package's /var/lib/nginx.
-    (conf_d / "test_temp_paths.conf").write_text(
-        "".join(f"{kind}_temp_path {directory / 'temp' / kind};\n" for kind in TEMP_PATH_KINDS)
-    )
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        PLATFORM_NGINX_CONF.read_text()
-        .replace("@USER@", getpass.getuser())
-        .replace("@PREFIX@", str(directory))
-        .replace("@PORT@", str(port))
-    )
-    command = [nginx_binary(), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "logs" / "error.log")]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
-    assert checked.returncode == 0, f"nginx refuses the configuration:\n{checked.stderr}"
-    process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert process.poll() is None, f"nginx exited with {process.returncode}: {process.stderr.read()}"
-            with contextlib.suppress(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
-                break
-            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-            time.sleep(0.05)
-        yield Proxy(f"http://127.0.0.1:{port}", port, directory)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
