@@ -6,6 +6,7 @@ nginx runs as the current user from a temporary folder; `make test` installs it 
 
 import http.client
 import json
+import os
 import re
 import select
 import socket
@@ -386,6 +387,40 @@ def test_timeouts_are_ordered_gunicorn_then_nginx_then_the_load_balancer():
     read, send = seconds(directives["proxy_read_timeout"]), seconds(directives["proxy_send_timeout"])
     assert gunicorn_timeout < read < idle and send < idle
     assert seconds(directives["keepalive_timeout"]) > idle
+
+
+# nginx's keepalive_timeout for idle connections to an upstream, which the platform's `upstream docker` leaves unset.
+NGINX_UPSTREAM_KEEPALIVE_S = 60
+
+
+def test_an_idle_connection_to_gunicorn_is_closed_by_nginx_first(proxy):
+    upstream = (proxy.directory / "conf.d" / "elasticbeanstalk-nginx-docker-upstream.conf").read_text()
+    assert "keepalive 256;" in upstream and "keepalive_timeout" not in upstream
+    assert Settings().keepalive > NGINX_UPSTREAM_KEEPALIVE_S
+
+
+def connections_to(port: int) -> set[tuple[str, str]]:
+    """Every TCP connection to this local port (open, closing or in TIME_WAIT) as (local, remote) addresses."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                local, remote, state = line.split()[1:4]
+                if int(local.rsplit(":", 1)[1], 16) == port and state != "0A":  # 0A: the listening socket
+                    found.add((local, remote))
+    return found
+
+
+def test_nginx_reuses_its_connections_to_gunicorn(proxy, service, customers):
+    port = int(service.rsplit(":", 1)[1])
+    before = connections_to(port)
+    with requests.Session() as client:
+        for customer in customers[:100]:
+            assert client.post(f"{proxy.url}/predict", json=customer, timeout=10).status_code == 200
+    # At most one new connection per nginx worker process (one a CPU), none where earlier tests left one open: not one
+    # a request, as sync workers need.
+    opened = connections_to(port) - before
+    assert len(opened) <= os.cpu_count(), len(opened)
 
 
 def test_through_the_proxy_redirects_stay_relative_and_pages_unframed(proxy):
