@@ -85,8 +85,9 @@ class Settings:
     )
     threads: int = setting(
         "GUNICORN_THREADS",
-        4,
-        "requests a `gthread` worker serves at once (a slow client holds one thread, an idle connection none)",
+        2,
+        "requests a `gthread` worker serves at once: a slow client holds one thread, an idle connection none; more "
+        "threads contend for the worker's one interpreter lock, which lengthens the slowest answers",
     )
     keepalive: int = setting(
         "GUNICORN_KEEPALIVE",
