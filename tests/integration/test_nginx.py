@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import threading
 import time
@@ -19,7 +20,8 @@ import requests
 import yaml
 
 from churn.settings import Settings
-from devtools import PLATFORM_CONF_D, ROOT, free_port, gunicorn_command, running_nginx, running_server
+from devtools import PLATFORM_CONF_D, ROOT, free_port, gunicorn_command, running_nginx, running_server, worker_pids
+from loadtest import run as loadtest
 
 pytestmark = pytest.mark.nginx
 
@@ -421,6 +423,19 @@ def test_nginx_reuses_its_connections_to_gunicorn(proxy, service, customers):
     # a request, as sync workers need.
     opened = connections_to(port) - before
     assert len(opened) <= os.cpu_count(), len(opened)
+
+
+def test_a_killed_worker_loses_at_most_the_answers_it_had_begun(tmp_path):
+    """nginx resends, on another connection, what a killed worker had not begun to answer (proxy_next_upstream)."""
+    port = free_port()
+    with running_server(gunicorn_command(port), port) as (_, master), running_nginx(tmp_path, port) as proxy:
+        load = loadtest.Load(proxy.port, concurrency=32, duration=4).start()
+        time.sleep(2)
+        os.kill(min(worker_pids(master.pid)), signal.SIGKILL)
+        outcomes = loadtest.count(load.join())
+    assert outcomes["ok"] > 0 and outcomes["refused"] == 0, outcomes
+    # Without the retry, every request the worker had taken fails: a dozen or more. A thread answers one at a time.
+    assert outcomes["non2xx"] + outcomes["failed"] <= Settings().threads, outcomes
 
 
 def test_through_the_proxy_redirects_stay_relative_and_pages_unframed(proxy):
