@@ -668,8 +668,8 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         )
     lines += [
         "",
-        "*by server CPU*: the same ratio from the CPU time the gunicorn processes used per request "
-        "(or per customer), which other load on the machine disturbs far less than requests/s.",
+        "*by server CPU*: the same ratio from the CPU time the gunicorn processes (and nginx, behind it) used per "
+        "request (or per customer), which other load on the machine disturbs far less than requests/s.",
     ]
     bad = {name: sum(r.bad for r in runs) for name, runs in results.items() if any(r.bad for r in runs)}
     if bad:
