@@ -438,6 +438,22 @@ def test_a_killed_worker_loses_at_most_the_answers_it_had_begun(tmp_path):
     assert outcomes["non2xx"] + outcomes["failed"] <= Settings().threads, outcomes
 
 
+@pytest.mark.parametrize("replaced_by", ["sighup", "recycling"])
+def test_workers_replaced_under_load_behind_nginx_fail_no_request(tmp_path, replaced_by):
+    """A stopping gthread worker closes the connections nginx keeps to it: none as nginx sends a request on it."""
+    port = free_port()
+    env = {"GUNICORN_MAX_REQUESTS": "200", "GUNICORN_MAX_REQUESTS_JITTER": "20"} if replaced_by == "recycling" else {}
+    with running_server(gunicorn_command(port), port, env=env) as (_, master), running_nginx(tmp_path, port) as proxy:
+        before = worker_pids(master.pid)
+        load = loadtest.Load(proxy.port, concurrency=16, duration=4).start()
+        if replaced_by == "sighup":
+            time.sleep(1.5)
+            master.send_signal(signal.SIGHUP)
+        outcomes = loadtest.count(load.join())
+        assert not worker_pids(master.pid) & before
+    assert outcomes["ok"] == outcomes["requests"] > 0, outcomes
+
+
 def test_through_the_proxy_redirects_stay_relative_and_pages_unframed(proxy):
     docs = raw_exchange(proxy.port, b"GET /docs HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Proto: https\r\n\r\n")
     assert docs.status == 308
