@@ -50,6 +50,8 @@ EXPOSE 9696
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '9696'), timeout=2)"]
 
-# Exec form: gunicorn is PID 1 and gets the engine's SIGTERM itself, which it answers with a graceful
-# shutdown (in-flight requests get graceful_timeout, 8 s in gunicorn.conf.py, under `docker stop`'s 10 s).
+# gunicorn.conf.py's defaults hold here as behind nginx: one gthread worker per CPU the container may use (its CPU
+# quota, not the host's CPUs), 2 threads each, connections kept open between requests for a proxy in front to reuse.
+# Exec form: gunicorn is PID 1 and gets the engine's SIGTERM itself, which it answers with a graceful shutdown
+# (in-flight requests get graceful_timeout, 8 s in gunicorn.conf.py, under `docker stop`'s 10 s).
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "predict:app"]

@@ -1,16 +1,20 @@
 """What the tests, bench/, loadtest/ and scripts/ share: the repository's files, the dataset's place, and the real
-servers (gunicorn, waitress) on a free loopback port, with gunicorn's workers found in /proc.
+servers (gunicorn, waitress, and nginx as Elastic Beanstalk configures it) on a free loopback port, with gunicorn's
+workers found in /proc.
 
 Development only: it is not part of the image (.dockerignore) nor of the Elastic Beanstalk bundle (.ebignore).
 """
 
 import contextlib
+import getpass
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -20,6 +24,10 @@ from churn.model.data import DATA_FILE_NAME, DataError, data_candidates, find_da
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 MODEL_FILE = ROOT / "model_C=1.0.bin"
+PLATFORM_CONF_D = ROOT / ".platform" / "nginx" / "conf.d"
+# Elastic Beanstalk's own nginx.conf, which includes the project's .platform files.
+PLATFORM_NGINX_CONF = ROOT / "tests" / "nginx" / "eb-default-nginx.conf"
+TEMP_PATH_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 def dataset_path() -> Path:
@@ -96,6 +104,67 @@ def running_server(command: list[str], port: int, env: dict | None = None, log_p
         stop(process)
         if log_path:
             log.close()
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if found is None:
+        raise RuntimeError("nginx is not installed: `make test` installs it (scripts/install_debian.sh)")
+    return found
+
+
+@dataclass
+class Proxy:
+    url: str
+    port: int
+    directory: Path
+    process: subprocess.Popen
+
+    def error_log(self) -> str:
+        return (self.directory / "logs" / "error.log").read_text()
+
+
+@contextlib.contextmanager
+def running_nginx(directory: Path, upstream_port: int):
+    """Yield a Proxy once nginx listens: the platform's nginx.conf, and conf.d/ laid out as the platform lays it."""
+    port = free_port()
+    for folder in ("logs", "temp"):
+        (directory / folder).mkdir(parents=True)
+    conf_d = directory / "conf.d"
+    shutil.copytree(PLATFORM_CONF_D, conf_d)
+    # What the platform writes itself: the container's address (the first EXPOSEd port) as `upstream docker`.
+    (conf_d / "elasticbeanstalk-nginx-docker-upstream.conf").write_text(
+        f"upstream docker {{\n    server 127.0.0.1:{upstream_port};\n    keepalive 256;\n}}\n"
+    )
+    # Not the platform's: temporary files in this folder, not the package's /var/lib/nginx.
+    (conf_d / "test_temp_paths.conf").write_text(
+        "".join(f"{kind}_temp_path {directory / 'temp' / kind};\n" for kind in TEMP_PATH_KINDS)
+    )
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        PLATFORM_NGINX_CONF.read_text()
+        .replace("@USER@", getpass.getuser())
+        .replace("@PREFIX@", str(directory))
+        .replace("@PORT@", str(port))
+    )
+    command = [nginx_binary(), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "logs" / "error.log")]
+    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
+    if checked.returncode:
+        raise RuntimeError(f"nginx refuses the configuration:\n{checked.stderr}")
+    process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"nginx exited with {process.returncode}: {process.stderr.read()}")
+            with contextlib.suppress(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("nginx did not listen within 10 s")
+            time.sleep(0.05)
+        yield Proxy(f"http://127.0.0.1:{port}", port, directory, process)
+    finally:
+        stop(process, timeout=10)
 
 
 def worker_pids(master_pid: int) -> set[int]:

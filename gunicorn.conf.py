@@ -17,6 +17,15 @@ except SettingError as e:  # one line, as predict.py says it, rather than gunico
     sys.exit(f"churn: SettingError: {e}")
 bind = f"0.0.0.0:{settings.port}"
 workers = settings.workers
+# gthread: a connection stays open between requests, so nginx's upstream keepalive (Elastic Beanstalk's `keepalive 256`)
+# reuses it instead of connecting for every request, which is most of what a sync worker spends on a small request.
+# Its threads also let a slow client (straight at gunicorn, as on Cloud Run) hold a thread, not a whole worker.
+worker_class = settings.worker_class
+# gunicorn turns a sync worker given more than one thread into a gthread one.
+threads = settings.threads if settings.worker_class == "gthread" else 1
+# Longer than nginx's upstream keepalive_timeout (60 s): an idle connection is closed by nginx, never by gunicorn just
+# as nginx sends a request on it (which nginx would answer with a 502).
+keepalive = settings.keepalive
 # A worker silent this long is killed and replaced; a prediction takes milliseconds.
 timeout = settings.timeout
 # On SIGTERM, in-flight requests get this long to finish: under `docker stop`'s 10 s.

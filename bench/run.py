@@ -1,14 +1,18 @@
-"""Throughput benchmark: this service against the course's classic service, Flask's floor, and itself unobserved.
+"""Throughput benchmark: this service against the course's classic service, Flask's floor, a bare WSGI app and itself
+unobserved, straight at gunicorn (Cloud Run's path) and behind Elastic Beanstalk's nginx (the production path).
 
 python -m bench.run [--quick] [--duration S] [--rounds N] [--out FILE]
 
-Each app runs under gunicorn with identical flags (gunicorn.conf.py, 2 sync workers, a free loopback
-port, stdout to /dev/null) and is driven by wrk, interleaved A B C per round; the table reports medians
-and the ratios the issue targets. The figures are relative: only the ratios carry over to another machine.
+Each app runs under gunicorn with the same flags (gunicorn.conf.py, 2 workers, a free loopback port, stdout to
+/dev/null) and its default worker model, except the classic service, which runs as the course runs it, on sync
+workers; behind nginx, each has an nginx of its own with the project's copy of EB's nginx.conf and .platform files.
+wrk drives them interleaved, A B C per round; the table reports medians and the ratios the issue targets. The figures
+are relative: only the ratios carry over to another machine.
 Exit 0 whatever the figures; 1 if a server does not start or answers wrongly; 2 if wrk is unavailable.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -27,23 +31,49 @@ from pathlib import Path
 from churn.model.data import DataError, load_data
 from churn.model.schema import SAMPLE_CUSTOMER
 from churn.model.training import FEATURE_NAMES
-from devtools import MODEL_FILE, ROOT, dataset_path, free_port, gunicorn_command, stop, worker_pids
+from churn.settings import Settings
+from devtools import (
+    MODEL_FILE,
+    ROOT,
+    Proxy,
+    dataset_path,
+    free_port,
+    gunicorn_command,
+    running_nginx,
+    stop,
+    worker_pids,
+)
 
 BATCH_SIZE = 1000
 REFUSED = 10_000  # customers in the refusal measurement
+
+# The worker model gunicorn.conf.py gives this service (GUNICORN_WORKER_CLASS), and the floors measured under it.
+DEFAULT = None
+
+
+@dataclass(frozen=True)
+class App:
+    module: str  # the WSGI app gunicorn serves
+    title: str
+    worker_class: str | None  # GUNICORN_WORKER_CLASS; DEFAULT: gunicorn.conf.py's
+    behind_nginx: bool = False
+
+
 SERVICES = {
-    "ours": "predict:app",
-    "classic": "bench.classic:app",
-    "floor": "bench.floor:app",
-    "unobserved": "bench.unobserved:app",
+    "ours": App("predict:app", "this service", DEFAULT),
+    # As the course runs it: gunicorn's default, sync workers.
+    "classic": App("bench.classic:app", "classic (course, sync)", "sync"),
+    "floor": App("bench.floor:app", "floor (Flask, constant)", DEFAULT),
+    "bare": App("bench.bare:app", "bare WSGI (constant)", DEFAULT),
+    "unobserved": App("bench.unobserved:app", "this service, unobserved", DEFAULT),
+    "ours_nginx": App("predict:app", "this service", DEFAULT, behind_nginx=True),
+    "ours_sync_nginx": App("predict:app", "this service, sync workers", "sync", behind_nginx=True),
+    "classic_nginx": App("bench.classic:app", "classic (course, sync)", "sync", behind_nginx=True),
 }
-TITLES = {
-    "ours": "this service",
-    "classic": "classic (course)",
-    "floor": "floor (Flask, constant)",
-    "unobserved": "this service, unobserved",
-}
-IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "unobserved": "bench.unobserved"}
+DIRECT = [name for name, app in SERVICES.items() if not app.behind_nginx]
+PROXIED = [name for name, app in SERVICES.items() if app.behind_nginx]
+IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "bare": "bench.bare"}
+IMPORTS["unobserved"] = "bench.unobserved"
 
 
 class BenchError(Exception):
@@ -187,9 +217,11 @@ def measure_imports(runs: int, env: dict) -> dict[str, tuple[float, float]]:
 @dataclass
 class Server:
     name: str
-    port: int
-    process: subprocess.Popen
+    port: int  # where requests go: nginx's port when the app is behind it
+    process: subprocess.Popen  # gunicorn's master
     log_path: Path
+    proxy: Proxy | None = None
+    proxy_context: contextlib.AbstractContextManager | None = None
     startup: float = 0.0  # seconds from launch to the first correct answer
 
     @property
@@ -198,6 +230,15 @@ class Server:
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
+
+    def cpu(self) -> float:
+        """CPU seconds gunicorn, and nginx in front of it, have used so far."""
+        return server_cpu(self.process.pid) + (server_cpu(self.proxy.process.pid) if self.proxy else 0.0)
+
+    def stop(self) -> None:
+        if self.proxy_context is not None:
+            self.proxy_context.__exit__(None, None, None)
+        stop(self.process)
 
 
 def server_env() -> dict:
@@ -220,20 +261,32 @@ def post(url: str, body: bytes, timeout: float = 10, parse: bool = True) -> tupl
 
 
 def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes) -> Server:
+    """The app under gunicorn, and behind an nginx of its own if it is one of PROXIED; stop it with Server.stop()."""
+    app = SERVICES[name]
     port = free_port()
     log_path = log_dir / f"{name}.log"
+    if app.worker_class is not DEFAULT:
+        env = {**env, "GUNICORN_WORKER_CLASS": app.worker_class}
     with open(log_path, "wb") as log:
         # The same gunicorn flags for every app: gunicorn.conf.py only sets server behaviour (preload, no access log,
         # worker recycling, timeouts, the metrics folder). stdout (our one JSON line per request) goes to
         # /dev/null: writing it stays inside the measurement.
         process = subprocess.Popen(
-            gunicorn_command(port, workers, SERVICES[name]),
+            gunicorn_command(port, workers, app.module),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
     server = Server(name, port, process, log_path)
+    if app.behind_nginx:
+        server.proxy_context = running_nginx(log_dir / f"{name}-nginx", port)
+        try:
+            server.proxy = server.proxy_context.__enter__()
+        except (RuntimeError, TimeoutError) as e:
+            stop(process)
+            raise BenchError(f"nginx in front of {name} did not start: {e}") from None
+        server.port = server.proxy.port
     started = time.perf_counter()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -247,7 +300,7 @@ def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.05)
-    stop(server.process)
+    server.stop()
     raise BenchError(f"{name} did not answer within 60 s:\n{server.log_tail()}")
 
 
@@ -370,9 +423,9 @@ def parse_wrk(output: str) -> WrkRun:
 def run_wrk(wrk: str, server: Server, script: Path, seconds: int, args) -> WrkRun:
     command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "10s"]
     command += ["--latency", "-s", str(script), server.url]
-    cpu_before = server_cpu(server.process.pid)
+    cpu_before = server.cpu()
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    cpu = server_cpu(server.process.pid) - cpu_before
+    cpu = server.cpu() - cpu_before
     if result.returncode:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr}")
     run = parse_wrk(result.stdout)
@@ -455,47 +508,62 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     batch = Summary.of(results["batch"])
     raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
     explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
-    ours, classic, floor, unobserved = (single[k] for k in ("ours", "classic", "floor", "unobserved"))
+    ours, classic, floor, bare, unobserved = (single[k] for k in DIRECT)
+    ours_nginx, ours_sync_nginx, classic_nginx = (single[k] for k in PROXIED)
+    settings = Settings.from_env()
+    model = f"{settings.worker_class} ({settings.threads} threads)" if settings.worker_class == "gthread" else "sync"
     n = args.rounds
+    empty = ("",) * (len(DIRECT) - 1)
     lines = [
         f"Measured {info['date']} on {info['cpu']}, {info['cores']} cores (load average at start {info['load']}), "
         f"Python {info['python']}; `python -m bench.run{' --quick' if args.quick else ''}`: gunicorn "
-        f"`--config gunicorn.conf.py --workers {args.workers} --worker-class sync` for each app, wrk "
-        f"{args.threads} threads × {args.connections} connections, {args.duration} s per run, {n} interleaved "
-        f"round{'s' if n > 1 else ''}, median (min–max). "
+        f"`--config gunicorn.conf.py --workers {args.workers}` for each app, {model} workers (the service's default) "
+        f"but for the classic service's sync ones, wrk {args.threads} threads × {args.connections} connections, "
+        f"{args.duration} s per run, {n} interleaved round{'s' if n > 1 else ''}, median (min–max). "
         "The figures are relative: compare the ratios, not the numbers.",
         "",
-        row("", TITLES.values()),
-        "|---|" + "---:|" * len(SERVICES),
-        row("requests/s, one customer", (single[k].rate() for k in SERVICES)),
-        row("p50 / p99 latency, one customer", (single[k].latency() for k in SERVICES)),
-        row("server CPU per request, one customer", (us(single[k].cpu) for k in SERVICES)),
+        "Straight at gunicorn (Cloud Run's path: no nginx in front):",
+        "",
+        row("", (SERVICES[k].title for k in DIRECT)),
+        "|---|" + "---:|" * len(DIRECT),
+        row("requests/s, one customer", (single[k].rate() for k in DIRECT)),
+        row("p50 / p99 latency, one customer", (single[k].latency() for k in DIRECT)),
+        row("server CPU per request, one customer", (us(single[k].cpu) for k in DIRECT)),
         row(
             f"customers/s, {BATCH_SIZE:,}-customer batches",
-            (batch.rate(BATCH_SIZE), "no batch endpoint", "no model", "not measured"),
+            (batch.rate(BATCH_SIZE), "no batch endpoint", "no model", "no model", "not measured"),
         ),
-        row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), "", "", "")),
-        row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), "", "", "")),
-        row("requests/s, one whole dataset row (its own spelling)", (raw_single.rate(), "", "", "")),
-        row(f"customers/s, {BATCH_SIZE:,} whole dataset rows", (raw_batch.rate(BATCH_SIZE), "", "", "")),
-        row("requests/s, POST /explain, one customer", (explain_single.rate(), "", "", "")),
+        row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), *empty)),
+        row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), *empty)),
+        row("requests/s, one whole dataset row (its own spelling)", (raw_single.rate(), *empty)),
+        row(f"customers/s, {BATCH_SIZE:,} whole dataset rows", (raw_batch.rate(BATCH_SIZE), *empty)),
+        row("requests/s, POST /explain, one customer", (explain_single.rate(), *empty)),
         row(
             f"customers/s, POST /explain, {BATCH_SIZE:,}-customer batches",
-            (explain_batch.rate(BATCH_SIZE), "", "", ""),
+            (explain_batch.rate(BATCH_SIZE), *empty),
         ),
         *(
             row(
                 f"median time: refuse {REFUSED:,} customers of {kind} ({mib(sent)}) / score {REFUSED:,} "
                 f"({mib(valid)}); the refusal's size",
-                (f"{ms(refused_s)} / {ms(valid_s)}; {size:,} bytes", "", "", ""),
+                (f"{ms(refused_s)} / {ms(valid_s)}; {size:,} bytes", *empty),
             )
             for kind, (refused_s, valid_s, sent, valid, size) in refusal.items()
         ),
-        row("import time of the app module", (f"{imports[k][0] * 1000:.0f} ms" for k in SERVICES)),
-        row("peak RSS of that import", (f"{imports[k][1]:.1f} MiB" for k in SERVICES)),
-        row(f"start to first answer ({args.workers} workers)", (f"{startup[k]:.2f} s" for k in SERVICES)),
-        row("RSS per worker after the load", (f"{memory[k][0]:.1f} MiB" for k in SERVICES)),
-        row("PSS per worker after the load", (f"{memory[k][1]:.1f} MiB" for k in SERVICES)),
+        row("import time of the app module", (f"{imports[k][0] * 1000:.0f} ms" for k in DIRECT)),
+        row("peak RSS of that import", (f"{imports[k][1]:.1f} MiB" for k in DIRECT)),
+        row(f"start to first answer ({args.workers} workers)", (f"{startup[k]:.2f} s" for k in DIRECT)),
+        row("RSS per worker after the load", (f"{memory[k][0]:.1f} MiB" for k in DIRECT)),
+        row("PSS per worker after the load", (f"{memory[k][1]:.1f} MiB" for k in DIRECT)),
+        "",
+        "Behind Elastic Beanstalk's nginx (the production path: each app behind an nginx of its own, with the "
+        "project's copy of the platform's nginx.conf and .platform files; keep-alive from wrk to nginx):",
+        "",
+        row("", (SERVICES[k].title for k in PROXIED)),
+        "|---|" + "---:|" * len(PROXIED),
+        row("requests/s, one customer", (single[k].rate() for k in PROXIED)),
+        row("p50 / p99 latency, one customer", (single[k].latency() for k in PROXIED)),
+        row("server CPU per request (gunicorn and nginx), one customer", (us(single[k].cpu) for k in PROXIED)),
         "",
     ]
     # Each target as (what, measured ratio, the same ratio from server CPU time, wanted, met).
@@ -506,6 +574,27 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         "unobserved": unobserved.cpu / ours.cpu,
     }
     targets = [
+        (
+            "behind EB's nginx, one customer: requests/s vs the classic service's",
+            ours_nginx.rps / classic_nginx.rps,
+            classic_nginx.cpu / ours_nginx.cpu,
+            3.0,
+            True,
+        ),
+        (
+            "behind EB's nginx, one customer: p99 latency vs this service's on sync workers",
+            ours_nginx.p99 / ours_sync_nginx.p99,
+            None,
+            1.0,
+            False,
+        ),
+        (
+            "straight at gunicorn, one customer: requests/s vs a bare WSGI app's",
+            ours.rps / bare.rps,
+            bare.cpu / ours.cpu,
+            0.9,
+            True,
+        ),
         ("one customer: requests/s vs the classic service", ours.rps / classic.rps, by_cpu["classic"], 2.0, True),
         ("one customer: requests/s vs the floor", ours.rps / floor.rps, by_cpu["floor"], 0.85, True),
         ("one customer: p99 latency vs the floor's", ours.p99 / floor.p99, None, 1.5, False),
@@ -579,8 +668,8 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         )
     lines += [
         "",
-        "*by server CPU*: the same ratio from the CPU time the gunicorn processes used per request "
-        "(or per customer), which other load on the machine disturbs far less than requests/s.",
+        "*by server CPU*: the same ratio from the CPU time the gunicorn processes (and nginx, behind it) used per "
+        "request (or per customer), which other load on the machine disturbs far less than requests/s.",
     ]
     bad = {name: sum(r.bad for r in runs) for name, runs in results.items() if any(r.bad for r in runs)}
     if bad:
@@ -634,17 +723,17 @@ def main(argv=None) -> int:
                     )
             print(f"timing the refusal of {REFUSED:,} invalid customers...", file=sys.stderr)
             refusal = time_refusals(servers["ours"], refused, valid, 5 * args.rounds)
-            memory = {name: worker_memory(server.process.pid) for name, server in servers.items()}
+            memory = {name: worker_memory(servers[name].process.pid) for name in DIRECT}
             startup = {name: server.startup for name, server in servers.items()}
             for server in servers.values():
-                if server.process.poll() is not None:
+                if server.process.poll() is not None or (server.proxy and server.proxy.process.poll() is not None):
                     raise BenchError(f"{server.name} exited during the run:\n{server.log_tail()}")
     except (BenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         for server in servers.values():
-            stop(server.process)
+            server.stop()
     table = report(results, imports, memory, startup, info, refusal, args)
     print(table)
     if args.out:

@@ -6,6 +6,7 @@ more than the standard library. `python -m churn.settings` prints the configurat
 (a test checks that the two agree). A bad value stops the start with one line that names the variable.
 """
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -14,6 +15,21 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILE_NAME = "model_C=1.0.bin"
 # Printable ASCII without space: what a header carries unchanged through every client and proxy.
 KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
+WORKER_CLASSES = ("gthread", "sync")
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may run on, fewer when its cgroup's quota (a container's `--cpus`) allows less time:
+    what the instance or container really has, where os.cpu_count() counts the host's."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here: the CPUs it may run on
+        pass
+    return cpus
 
 
 class SettingError(ValueError):
@@ -55,7 +71,31 @@ class Settings:
     )
     log_level: str = setting("LOG_LEVEL", "INFO", "`WARNING` turns the per-request log line off")
     port: int = setting("PORT", 9696, "the port gunicorn binds on all interfaces, and the client's default")
-    workers: int = setting("WEB_CONCURRENCY", 2, "gunicorn worker processes")
+    workers: int = setting(
+        "WEB_CONCURRENCY",
+        available_cpus(),
+        "gunicorn worker processes: one a CPU serves as much as the machine can",
+        shown="the CPUs available (affinity, and a container's CPU quota)",
+    )
+    worker_class: str = setting(
+        "GUNICORN_WORKER_CLASS",
+        "gthread",
+        "`gthread`: threads in each worker, connections kept open between requests (nginx reuses them); "
+        "`sync`: one request at a time in each worker, a new connection for every request",
+    )
+    threads: int = setting(
+        "GUNICORN_THREADS",
+        2,
+        "requests a `gthread` worker serves at once: a slow client holds one thread, an idle connection none; more "
+        "threads contend for the worker's one interpreter lock, which lengthens the slowest answers",
+    )
+    keepalive: int = setting(
+        "GUNICORN_KEEPALIVE",
+        75,
+        "seconds a `gthread` worker keeps an idle connection open: longer than nginx keeps its idle connections to "
+        "the service (`keepalive_timeout`, 60 s), so that nginx, not gunicorn, closes them; 0: a new connection for "
+        "every request",
+    )
     timeout: int = setting("GUNICORN_TIMEOUT", 30, "seconds a silent worker lives before it is killed and replaced")
     graceful_timeout: int = setting(
         "GUNICORN_GRACEFUL_TIMEOUT", 8, "seconds in-flight requests get to finish on SIGTERM (under `docker stop`'s 10)"
@@ -89,10 +129,14 @@ class Settings:
         # A misconfigured service should refuse to start, not answer every request wrongly.
         if not 0 <= self.threshold <= 1:
             raise SettingError(f"CHURN_THRESHOLD must be between 0 and 1, not {self.threshold}")
-        for name in ("max_customers", "max_body_bytes", "port", "workers", "timeout"):
+        if self.worker_class not in WORKER_CLASSES:
+            raise SettingError(
+                f"GUNICORN_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, not {self.worker_class!r}"
+            )
+        for name in ("max_customers", "max_body_bytes", "port", "workers", "threads", "timeout"):
             if getattr(self, name) < 1:
                 raise SettingError(f"{env_name(name)} must be a positive whole number, not {getattr(self, name)}")
-        for name in ("graceful_timeout", "max_requests", "max_requests_jitter"):
+        for name in ("keepalive", "graceful_timeout", "max_requests", "max_requests_jitter"):
             if getattr(self, name) < 0:
                 raise SettingError(f"{env_name(name)} must be a whole number of 0 or more, not {getattr(self, name)}")
 

@@ -1,8 +1,10 @@
 """Load and faults against the real gunicorn on 127.0.0.1: a soak, a worker killed, the master stopped and reloaded.
 
 `make loadtest` runs each scenario at full length and prints its figures; tests/integration/test_load_faults.py runs
-short versions and asserts on the same figures. Every request opens its own connection (gunicorn's sync workers
-close after each response), posts the sample customer with its own X-Request-ID, and ends as one of:
+short versions and asserts on the same figures. gunicorn runs its default worker model (gunicorn.conf.py: gthread),
+and sync workers where a scenario says so. Every request opens its own connection and closes it after the answer
+(what nginx's keep-alive saves the service; the harder case), posts the sample customer with its own X-Request-ID,
+and ends as one of:
 ok (2xx), non2xx, refused (the connection was refused: nothing listens), or failed (connected, but no
 complete answer: reset, closed early or timed out).
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from churn.model.schema import SAMPLE_CUSTOMER
+from churn.serve.drain import socket_inodes
 from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 
 BODY = json.dumps(SAMPLE_CUSTOMER).encode()
@@ -194,6 +197,11 @@ def sigkill(duration: float, concurrency: int, kill_at: float, log: Path) -> dic
         time.sleep(kill_at)
         before = worker_pids(process.pid)
         victim = min(before)
+        # Stopped first, so that the connections it holds can be counted before it dies with them: those it has
+        # accepted (the listening socket is the master's too). A sync worker holds one; a gthread worker those it
+        # serves in its threads and those it has accepted for them.
+        os.kill(victim, signal.SIGSTOP)
+        held = len(socket_inodes(victim) - socket_inodes(process.pid))
         killed = load.elapsed()
         os.kill(victim, signal.SIGKILL)
         replaced = wait_for(
@@ -208,6 +216,7 @@ def sigkill(duration: float, concurrency: int, kill_at: float, log: Path) -> dic
         **count(outcomes),
         "workers": len(before),
         "killed_at_s": round(killed, 2),
+        "connections_held": held,
         "replaced": replaced,
         "replaced_after_s": round(replaced_after, 2),
         "failed_requests": [o.error for o in outcomes if o.kind == "failed"],
@@ -216,13 +225,15 @@ def sigkill(duration: float, concurrency: int, kill_at: float, log: Path) -> dic
     }
 
 
-def sigterm(concurrency: int, signal_at: float, log: Path, graceful_timeout: float = 8, threads: int = 1) -> dict:
+def sigterm(
+    concurrency: int, signal_at: float, log: Path, graceful_timeout: float = 8, worker_class: str = "gthread"
+) -> dict:
     """SIGTERM to the master under load: what was accepted completes, then connections are refused.
 
-    threads > 1 runs gunicorn's gthread workers (GUNICORN_CMD_ARGS="--threads N"), which stop differently.
+    gthread and sync workers stop differently (churn/serve/drain.py serves what each leaves queued).
     """
-    env = {"GUNICORN_CMD_ARGS": f"--threads {threads}"} if threads > 1 else {}
-    with gunicorn(log, GUNICORN_GRACEFUL_TIMEOUT=graceful_timeout, **env) as (port, process):
+    env = {"GUNICORN_GRACEFUL_TIMEOUT": graceful_timeout, "GUNICORN_WORKER_CLASS": worker_class}
+    with gunicorn(log, **env) as (port, process):
         load = Load(port, concurrency, signal_at + graceful_timeout + 3).start()
         time.sleep(signal_at)
         signalled = load.elapsed()
@@ -247,7 +258,7 @@ def sigterm(concurrency: int, signal_at: float, log: Path, graceful_timeout: flo
         "exit_code": exit_code,
         "exit_after_s": round(exit_after, 2),
         "graceful_timeout_s": graceful_timeout,
-        "threads": threads,
+        "worker_class": worker_class,
         "ok_after_signal": sum(1 for t, o in relative if o.kind == "ok" and o.end - load.started > signalled),
         "refused_before_signal": sum(t < signalled for t in refused_at),
         "first_refused_after_signal_s": round(min(refused_at) - signalled, 2) if refused_at else None,
@@ -298,7 +309,7 @@ def recycle(duration: float, concurrency: int, max_requests: int, log: Path) -> 
     }
 
 
-SCENARIOS = ["soak", "sigkill", "sigterm", "sigterm-gthread", "sighup", "recycle"]
+SCENARIOS = ["soak", "sigkill", "sigterm", "sigterm-sync", "sighup", "recycle"]
 
 
 def main(argv=None) -> int:
@@ -314,7 +325,7 @@ def main(argv=None) -> int:
         "soak": lambda: soak(d, c, window=min(10, d / 3), warmup=2, log=logs / "soak.log"),
         "sigkill": lambda: sigkill(d, c, kill_at=d / 2, log=logs / "sigkill.log"),
         "sigterm": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm.log"),
-        "sigterm-gthread": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm-gthread.log", threads=4),
+        "sigterm-sync": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm-sync.log", worker_class="sync"),
         "sighup": lambda: sighup(d, c, signal_at=d / 2, log=logs / "sighup.log"),
         "recycle": lambda: recycle(d, c, max_requests=1000, log=logs / "recycle.log"),
     }

@@ -50,8 +50,9 @@ MAX_IMAGE_MB = 322
 # What the Dockerfile copies besides the churn package and the model, and what only the dependency stage needs.
 APP_FILES = {"gunicorn.conf.py", "predict.py", "Pipfile.lock"}
 LOCK_FILES = {"Pipfile", "Pipfile.lock"}
-# What serving imports: the app, and the servers that run it (gunicorn's sync worker here, waitress on Windows).
-SERVING_IMPORTS = ["predict", "gunicorn.app.wsgiapp", "gunicorn.workers.sync", "waitress"]
+# What serving imports: the app, and the servers that run it (gunicorn's gthread worker, the default, or its sync
+# one here; waitress on Windows).
+SERVING_IMPORTS = ["predict", "gunicorn.app.wsgiapp", "gunicorn.workers.gthread", "gunicorn.workers.sync", "waitress"]
 
 
 class EngineError(RuntimeError):

@@ -9,7 +9,8 @@ import pytest
 from bench import classic, floor, run
 from churn.model.schema import SAMPLE_CUSTOMER
 from churn.model.training import FEATURE_NAMES
-from devtools import MODEL_FILE, stop
+from churn.settings import Settings
+from devtools import MODEL_FILE
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_floor_parses_the_body_and_answers_a_constant(customers):
     assert bad.status_code == 400
 
 
-def test_the_three_apps_under_gunicorn_as_the_benchmark_starts_them(tmp_path):
+def test_every_app_on_both_paths_as_the_benchmark_starts_them(tmp_path):
     single = json.dumps(SAMPLE_CUSTOMER).encode()
     batch = run.batch_body()
     servers = {}
@@ -62,16 +63,26 @@ def test_the_three_apps_under_gunicorn_as_the_benchmark_starts_them(tmp_path):
             servers[name] = run.start_server(name, 2, run.server_env(), tmp_path, single)
         # Raises BenchError unless ours and the classic agree within 1e-12 and our batch has 1,000 answers.
         run.check_answers(servers, single, batch, json.dumps(run.raw_rows(run.BATCH_SIZE)).encode())
-        status, answer = run.post(servers["floor"].url, single)
-        assert (status, answer) == (200, {"churn_probability": 0.5, "churn": False})
+        for floor_app in ("floor", "bare"):
+            status, answer = run.post(servers[floor_app].url, single)
+            assert (status, answer) == (200, {"churn_probability": 0.5, "churn": False})
+        default = Settings.from_env().worker_class
+        for name, server in servers.items():
+            # Each on the worker model named (the classic service's sync), and behind nginx if so named.
+            assert f"Using worker: {run.SERVICES[name].worker_class or default}" in server.log_path.read_text()
+            assert (server.proxy is not None) == run.SERVICES[name].behind_nginx
+        for name in run.PROXIED:
+            access_log = servers[name].proxy.directory / "logs" / "access.log"
+            assert '"POST /predict HTTP/1.1" 200' in access_log.read_text()
         for server in servers.values():
             rss, pss = run.worker_memory(server.process.pid)
             assert 0 < pss <= rss
             assert run.server_cpu(server.process.pid) > 0
     finally:
         for server in servers.values():
-            stop(server.process)
+            server.stop()
     assert all(server.process.returncode is not None for server in servers.values())
+    assert all(server.proxy.process.returncode is not None for server in servers.values() if server.proxy)
 
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:40000/predict

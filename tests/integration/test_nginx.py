@@ -4,20 +4,15 @@ tests/nginx/eb-default-nginx.conf) and the project's .platform/nginx files, in f
 nginx runs as the current user from a temporary folder; `make test` installs it (scripts/install_debian.sh).
 """
 
-import contextlib
-import getpass
 import http.client
 import json
 import os
 import re
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,78 +20,14 @@ import requests
 import yaml
 
 from churn.settings import Settings
-from devtools import ROOT, free_port, gunicorn_command, running_server
+from devtools import PLATFORM_CONF_D, ROOT, free_port, gunicorn_command, running_nginx, running_server, worker_pids
+from loadtest import run as loadtest
 
 pytestmark = pytest.mark.nginx
 
-PLATFORM_CONF_D = ROOT / ".platform" / "nginx" / "conf.d"
-PLATFORM_NGINX_CONF = Path(__file__).parents[1] / "nginx" / "eb-default-nginx.conf"
 MAX_BODY_BYTES = Settings().max_body_bytes
 JSON = {"Content-Type": "application/json"}
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
-TEMP_PATH_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if found is None:
-        pytest.fail("nginx is not installed: `make test` installs it (scripts/install_debian.sh)")
-    return found
-
-
-@dataclass
-class Proxy:
-    url: str
-    port: int
-    directory: Path
-
-    def error_log(self) -> str:
-        return (self.directory / "logs" / "error.log").read_text()
-
-
-@contextlib.contextmanager
-def running_nginx(directory: Path, upstream_port: int):
-    """Yield a Proxy once nginx listens: the platform's nginx.conf, and conf.d/ laid out as the platform lays it."""
-    port = free_port()
-    for folder in ("logs", "temp"):
-        (directory / folder).mkdir(parents=True)
-    conf_d = directory / "conf.d"
-    shutil.copytree(PLATFORM_CONF_D, conf_d)
-    # What the platform writes itself: the container's address (the first EXPOSEd port) as `upstream docker`.
-    (conf_d / "elasticbeanstalk-nginx-docker-upstream.conf").write_text(
-        f"upstream docker {{\n    server 127.0.0.1:{upstream_port};\n    keepalive 256;\n}}\n"
-    )
-    # Test only: temporary files in the test's folder, not the package's /var/lib/nginx.
-    (conf_d / "test_temp_paths.conf").write_text(
-        "".join(f"{kind}_temp_path {directory / 'temp' / kind};\n" for kind in TEMP_PATH_KINDS)
-    )
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        PLATFORM_NGINX_CONF.read_text()
-        .replace("@USER@", getpass.getuser())
-        .replace("@PREFIX@", str(directory))
-        .replace("@PORT@", str(port))
-    )
-    command = [nginx_binary(), "-p", f"{directory}/", "-c", str(conf), "-e", str(directory / "logs" / "error.log")]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
-    assert checked.returncode == 0, f"nginx refuses the configuration:\n{checked.stderr}"
-    process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert process.poll() is None, f"nginx exited with {process.returncode}: {process.stderr.read()}"
-            with contextlib.suppress(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
-                break
-            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-            time.sleep(0.05)
-        yield Proxy(f"http://127.0.0.1:{port}", port, directory)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -458,6 +389,69 @@ def test_timeouts_are_ordered_gunicorn_then_nginx_then_the_load_balancer():
     read, send = seconds(directives["proxy_read_timeout"]), seconds(directives["proxy_send_timeout"])
     assert gunicorn_timeout < read < idle and send < idle
     assert seconds(directives["keepalive_timeout"]) > idle
+
+
+# nginx's keepalive_timeout for idle connections to an upstream, which the platform's `upstream docker` leaves unset.
+NGINX_UPSTREAM_KEEPALIVE_S = 60
+
+
+def test_an_idle_connection_to_gunicorn_is_closed_by_nginx_first(proxy):
+    upstream = (proxy.directory / "conf.d" / "elasticbeanstalk-nginx-docker-upstream.conf").read_text()
+    assert "keepalive 256;" in upstream and "keepalive_timeout" not in upstream
+    assert Settings().keepalive > NGINX_UPSTREAM_KEEPALIVE_S
+
+
+def connections_to(port: int) -> set[tuple[str, str]]:
+    """Every TCP connection to this local port (open, closing or in TIME_WAIT) as (local, remote) addresses."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                local, remote, state = line.split()[1:4]
+                if int(local.rsplit(":", 1)[1], 16) == port and state != "0A":  # 0A: the listening socket
+                    found.add((local, remote))
+    return found
+
+
+def test_nginx_reuses_its_connections_to_gunicorn(proxy, service, customers):
+    port = int(service.rsplit(":", 1)[1])
+    before = connections_to(port)
+    with requests.Session() as client:
+        for customer in customers[:100]:
+            assert client.post(f"{proxy.url}/predict", json=customer, timeout=10).status_code == 200
+    # At most one new connection per nginx worker process (one a CPU), none where earlier tests left one open: not one
+    # a request, as sync workers need.
+    opened = connections_to(port) - before
+    assert len(opened) <= os.cpu_count(), len(opened)
+
+
+def test_a_killed_worker_loses_at_most_the_answers_it_had_begun(tmp_path):
+    """nginx resends, on another connection, what a killed worker had not begun to answer (proxy_next_upstream)."""
+    port = free_port()
+    with running_server(gunicorn_command(port), port) as (_, master), running_nginx(tmp_path, port) as proxy:
+        load = loadtest.Load(proxy.port, concurrency=32, duration=4).start()
+        time.sleep(2)
+        os.kill(min(worker_pids(master.pid)), signal.SIGKILL)
+        outcomes = loadtest.count(load.join())
+    assert outcomes["ok"] > 0 and outcomes["refused"] == 0, outcomes
+    # Without the retry, every request the worker had taken fails: a dozen or more. A thread answers one at a time.
+    assert outcomes["non2xx"] + outcomes["failed"] <= Settings().threads, outcomes
+
+
+@pytest.mark.parametrize("replaced_by", ["sighup", "recycling"])
+def test_workers_replaced_under_load_behind_nginx_fail_no_request(tmp_path, replaced_by):
+    """A stopping gthread worker closes the connections nginx keeps to it: none as nginx sends a request on it."""
+    port = free_port()
+    env = {"GUNICORN_MAX_REQUESTS": "200", "GUNICORN_MAX_REQUESTS_JITTER": "20"} if replaced_by == "recycling" else {}
+    with running_server(gunicorn_command(port), port, env=env) as (_, master), running_nginx(tmp_path, port) as proxy:
+        before = worker_pids(master.pid)
+        load = loadtest.Load(proxy.port, concurrency=16, duration=4).start()
+        if replaced_by == "sighup":
+            time.sleep(1.5)
+            master.send_signal(signal.SIGHUP)
+        outcomes = loadtest.count(load.join())
+        assert not worker_pids(master.pid) & before
+    assert outcomes["ok"] == outcomes["requests"] > 0, outcomes
 
 
 def test_through_the_proxy_redirects_stay_relative_and_pages_unframed(proxy):

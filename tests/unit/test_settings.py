@@ -1,13 +1,14 @@
 """Settings: every variable in one place, typed, checked, documented; a bad one stops the start in one line."""
 
 import ast
+import os
 import re
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from churn.settings import SettingError, Settings, configuration_table
+from churn.settings import SettingError, Settings, available_cpus, configuration_table
 from devtools import ROOT
 from tests.auth_checks import KEY, OTHER_KEY
 
@@ -38,11 +39,30 @@ def test_from_environment():
         ({"PORT": "http"}, "PORT must be a whole number, not 'http'"),
         ({"WEB_CONCURRENCY": "-2"}, "WEB_CONCURRENCY must be a positive whole number, not -2"),
         ({"GUNICORN_MAX_REQUESTS": "-1"}, "GUNICORN_MAX_REQUESTS must be a whole number of 0 or more, not -1"),
+        ({"GUNICORN_WORKER_CLASS": "gevent"}, "GUNICORN_WORKER_CLASS must be one of gthread, sync, not 'gevent'"),
+        ({"GUNICORN_THREADS": "0"}, "GUNICORN_THREADS must be a positive whole number, not 0"),
+        ({"GUNICORN_KEEPALIVE": "-1"}, "GUNICORN_KEEPALIVE must be a whole number of 0 or more, not -1"),
     ],
 )
 def test_a_bad_value_names_its_variable(environ, message):
     with pytest.raises(SettingError, match=re.escape(message)):
         Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cpus"),
+    [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1), (None, None)],
+    ids=["no-quota", "two-cpus", "one-and-a-half", "half-a-cpu", "no-cgroup-file"],
+)
+def test_workers_follow_the_cpus_a_container_may_use(tmp_path, cpu_max, cpus):
+    """None: the CPUs the process may run on; else a container's quota, rounded up, when it allows fewer."""
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cpus(path) == (affinity if cpus is None else min(cpus, affinity))
+    assert Settings().workers == available_cpus()
+    assert Settings.from_env({"WEB_CONCURRENCY": "3"}).workers == 3
 
 
 def test_settings_from_environment():
