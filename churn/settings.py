@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILE_NAME = "model_C=1.0.bin"
 # Printable ASCII without space: what a header carries unchanged through every client and proxy.
 KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
+LOG_SCHEMES = ("sqlite:///", "postgresql://")
 
 
 class SettingError(ValueError):
@@ -76,6 +77,22 @@ class Settings:
         "the dataset for train.py and the tests: the CSV, or the folder holding it",
         shown="unset: `../shared/data/`, then `data/`",
     )
+    # A PostgreSQL URL may hold a password: never in a repr or a log line.
+    prediction_log: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "env": "CHURN_PREDICTION_LOG",
+            "doc": "where each answered customer is logged: `sqlite:///path.db` or `postgresql://user:pw@host/db`; "
+            "`monitor.py` reads it too",
+            "shown": "unset: no log",
+        },
+    )
+    prediction_log_queue: int = setting(
+        "CHURN_PREDICTION_LOG_QUEUE",
+        10_000,
+        "customers a worker holds for the log while the store is slow or down; more are dropped and counted",
+    )
     url: str | None = setting(
         "CHURN_URL", None, "the service `predict_test.py` calls", shown="unset: `http://localhost:$PORT`"
     )
@@ -89,7 +106,11 @@ class Settings:
         # A misconfigured service should refuse to start, not answer every request wrongly.
         if not 0 <= self.threshold <= 1:
             raise SettingError(f"CHURN_THRESHOLD must be between 0 and 1, not {self.threshold}")
-        for name in ("max_customers", "max_body_bytes", "port", "workers", "timeout"):
+        if self.prediction_log is not None and not self.prediction_log.startswith(LOG_SCHEMES):
+            raise SettingError(
+                f"CHURN_PREDICTION_LOG must start with {' or '.join(LOG_SCHEMES)}, not {self.prediction_log[:12]!r}"
+            )
+        for name in ("max_customers", "max_body_bytes", "port", "workers", "timeout", "prediction_log_queue"):
             if getattr(self, name) < 1:
                 raise SettingError(f"{env_name(name)} must be a positive whole number, not {getattr(self, name)}")
         for name in ("graceful_timeout", "max_requests", "max_requests_jitter"):
