@@ -24,7 +24,7 @@ PREDICTION_COLUMNS = [
     "probability",
     "decision",
 ]
-OUTCOME_COLUMNS = ["prediction_id", "customer_id", "churned", "observed_at"]
+OUTCOME_COLUMNS = ["prediction_id", "customer_id", "churned", "observed_at", "loaded_at"]
 
 
 def _feature_type(feature, text: str, whole: str, number: str) -> str:

@@ -31,6 +31,7 @@ class Predictor:
         self.model = model
         self.scorer = model.scorer
         self.threshold = settings.threshold
+        self.max_customers = settings.max_customers
         limits = settings.max_customers, settings.max_body_bytes
         self.endpoints = {
             "predict": CustomerEndpoint(self.predictions, *limits),
