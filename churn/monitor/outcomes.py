@@ -39,9 +39,9 @@ class OutcomeError(ValueError):
     """Outcomes that cannot be read: the message in a sentence, the detail one entry per error (at most
     MAX_DETAILS), each naming the outcome (index) and field and what it allows."""
 
-    def __init__(self, message: str, detail: list[dict], errors: int):
+    def __init__(self, message: str, detail: list[dict], errors: int, status: int = 422):
         super().__init__(message)
-        self.detail, self.errors = detail, errors
+        self.detail, self.errors, self.status = detail, errors, status
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,20 +56,24 @@ def read_outcomes(adapter: TypeAdapter, body: bytes | None = None, records: list
     except ValidationError as e:
         found = e.errors(include_url=False, include_input=False, include_context=False)
         if found[0]["type"] == "json_invalid":
-            raise OutcomeError(f"The body is not valid JSON: {found[0]['msg'].removeprefix('Invalid JSON: ')}", [], 1)
+            reason = found[0]["msg"].removeprefix("Invalid JSON: ")
+            raise OutcomeError(f"The body is not valid JSON: {reason}", [], 1, 400) from None
+        if found[0]["type"] == "too_long" and not found[0]["loc"]:  # as /predict answers too many customers
+            raise OutcomeError(f"Too many outcomes in one request: at most {adapter_limit(adapter)}", [], 1, 413)
         detail = [describe(error) for error in found[:MAX_DETAILS]]
         fields = ", ".join(sorted({d["field"] for d in detail if d["field"]})) or "the body"
         raise OutcomeError(f"{len(found)} invalid outcome values, in {fields}; see detail", detail, len(found)) from None
+
+
+def adapter_limit(adapter: TypeAdapter) -> int:
+    return adapter.json_schema()["maxItems"]
 
 
 def describe(error: dict) -> dict:
     location = list(error["loc"])
     index = location.pop(0) if location and isinstance(location[0], int) else None
     field = ".".join(str(part) for part in location) or None
-    message = error["msg"]
-    if error["type"] == "too_long":
-        message = "Too many outcomes in one request"
-    detail = {"field": field, "message": message}
+    detail = {"field": field, "message": error["msg"]}
     return detail if index is None else {"index": index, **detail}
 
 

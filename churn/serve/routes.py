@@ -61,7 +61,7 @@ def outcomes():
     try:
         return outcome_log.receive(prediction_log.url, request.get_data(), predictor().max_customers)
     except outcome_log.OutcomeError as e:
-        raise ServiceError(400 if not e.detail else 422, str(e), e.detail, errors=e.errors) from None
+        raise ServiceError(e.status, str(e), e.detail, errors=e.errors) from None
     except StoreError:
         raise ServiceError(503, errors.LOG_UNAVAILABLE) from None
 

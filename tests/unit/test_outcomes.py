@@ -47,7 +47,7 @@ def test_outcomes_join_by_prediction_id_or_the_customers_latest_prediction_befor
         ([{"prediction_id": "not-a-uuid", "churned": True}], 422, "in prediction_id"),
         ([{"customerID": "a", "churned": True, "extra": 1}], 422, "in extra"),
         ([], 422, "in the body"),
-        ([{"customerID": "a", "churned": True}] * 6, 422, "Too many outcomes" ),
+        ([{"customerID": "a", "churned": True}] * 6, 413, "Too many outcomes in one request: at most 5"),
     ],
 )
 def test_invalid_outcomes_are_a_422_naming_each_field(logged, body, status, error):
