@@ -102,8 +102,8 @@ class PredictionLog:
             try:
                 store = store or Store(self.url)
                 store.write_predictions(rows)
-            except StoreError as e:
-                self.unavailable(1, error=str(e))
+            except Exception as e:  # StoreError, or anything else: the writer must outlive it, as answers do
+                self.unavailable(1, error=str(e) if isinstance(e, StoreError) else repr(e))
                 if store is not None:
                     store.close()
                     store = None

@@ -5,6 +5,7 @@ table says which MIGRATIONS have run, and one lock (SQLite's write lock, Postgre
 that start together from running one twice. psycopg is imported only for a postgresql:// URL.
 """
 
+import contextlib
 import datetime
 import sqlite3
 from collections.abc import Iterable
@@ -113,10 +114,12 @@ class Store:
         self.connection.commit()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a broken connection: nothing more to lose
             self.connection.close()
-        except Exception:  # closing a broken connection: nothing more to lose
-            pass
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):  # a connection the server dropped has nothing to roll back
+            self.connection.rollback()
 
     def write_predictions(self, rows: list[tuple]) -> None:
         """Rows in PREDICTION_COLUMNS' order, in one transaction. A row already there (a batch retried after a
@@ -137,10 +140,10 @@ class Store:
                         copy.write_row(row)
             self.connection.commit()
         except psycopg.errors.UniqueViolation:
-            self.connection.rollback()
+            self.rollback()
             self.insert("predictions", PREDICTION_COLUMNS, rows, conflict="ON CONFLICT DO NOTHING")
         except Exception as e:
-            self.connection.rollback()
+            self.rollback()
             raise StoreError(describe(e)) from None
 
     def insert(self, table: str, columns: list[str], rows: list[tuple], sqlite_or: str = "", conflict: str = "") -> None:
@@ -149,15 +152,13 @@ class Store:
         sql = f"INSERT {sqlite_or} INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
         if self.dialect == SQLITE:
             rows = [tuple(map(sqlite_value, row)) for row in rows]
-        cursor = self.connection.cursor()
         try:
-            cursor.executemany(sql, rows)
+            with contextlib.closing(self.connection.cursor()) as cursor:
+                cursor.executemany(sql, rows)
             self.connection.commit()
         except Exception as e:
-            self.connection.rollback()
+            self.rollback()
             raise StoreError(describe(e)) from None
-        finally:
-            cursor.close()
 
     def query(self, sql: str, parameters: Iterable = ()) -> list[tuple]:
         """A read, with ? placeholders and {day} (the day of a prediction p) in either dialect."""
@@ -171,7 +172,7 @@ class Store:
             self.connection.commit()
             return rows
         except Exception as e:
-            self.connection.rollback()
+            self.rollback()
             raise StoreError(describe(e)) from None
 
 
