@@ -59,10 +59,13 @@ def read_outcomes(adapter: TypeAdapter, body: bytes | None = None, records: list
             reason = found[0]["msg"].removeprefix("Invalid JSON: ")
             raise OutcomeError(f"The body is not valid JSON: {reason}", [], 1, 400) from None
         if found[0]["type"] == "too_long" and not found[0]["loc"]:  # as /predict answers too many customers
-            raise OutcomeError(f"Too many outcomes in one request: at most {adapter_limit(adapter)}", [], 1, 413)
+            message = f"Too many outcomes in one request: at most {adapter_limit(adapter)}"
+            raise OutcomeError(message, [], 1, 413) from None
         detail = [describe(error) for error in found[:MAX_DETAILS]]
         fields = ", ".join(sorted({d["field"] for d in detail if d["field"]})) or "the body"
-        raise OutcomeError(f"{len(found)} invalid outcome values, in {fields}; see detail", detail, len(found)) from None
+        raise OutcomeError(
+            f"{len(found)} invalid outcome values, in {fields}; see detail", detail, len(found)
+        ) from None
 
 
 def adapter_limit(adapter: TypeAdapter) -> int:

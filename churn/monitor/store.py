@@ -146,7 +146,9 @@ class Store:
             self.rollback()
             raise StoreError(describe(e)) from None
 
-    def insert(self, table: str, columns: list[str], rows: list[tuple], sqlite_or: str = "", conflict: str = "") -> None:
+    def insert(
+        self, table: str, columns: list[str], rows: list[tuple], sqlite_or: str = "", conflict: str = ""
+    ) -> None:
         """Rows in one transaction (executemany: psycopg sends them pipelined)."""
         marks = ", ".join(["?" if self.dialect == SQLITE else "%s"] * len(columns))
         sql = f"INSERT {sqlite_or} INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"

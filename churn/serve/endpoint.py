@@ -65,9 +65,9 @@ class CustomerEndpoint:
     """An endpoint that takes one customer or an array of them and answers each in order.
 
     answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities;
-    their prediction ids); customers are keyed by the model's feature names. Every refusal is a ServiceError. unavailable, when set, is
-    the refusal every request gets instead (the model is not ready, or cannot explain). prediction_log, when set,
-    is given each answer under the endpoint's name (churn.monitor.predictionlog).
+    their prediction ids); customers are keyed by the model's feature names. Every refusal is a ServiceError.
+    unavailable, when set, is the refusal every request gets instead (the model is not ready, or cannot explain).
+    prediction_log, when set, is given each answer under the endpoint's name (churn.monitor.predictionlog).
     """
 
     def __init__(

@@ -4,7 +4,6 @@ from pydantic import TypeAdapter
 
 from churn import logs
 from churn.model.explain import MAX_REASONS
-from churn.monitor.outcomes import Outcome
 from churn.model.schema import (
     BLANK_TEXT,
     FEATURES,
@@ -15,6 +14,7 @@ from churn.model.schema import (
     Feature,
     Prediction,
 )
+from churn.monitor.outcomes import Outcome
 
 REF = "#/components/schemas/{model}"
 REQUEST_ID_PATTERN = f"^{logs.REQUEST_ID_PATTERN}$"
@@ -273,7 +273,12 @@ def OUTCOMES(settings) -> dict:
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"type": "array", "items": outcome_ref, "minItems": 1, "maxItems": settings.max_customers},
+                    "schema": {
+                        "type": "array",
+                        "items": outcome_ref,
+                        "minItems": 1,
+                        "maxItems": settings.max_customers,
+                    },
                     "example": [{"customerID": "7590-VHVEG", "churned": True, "observed_at": "2026-01-31"}],
                 }
             },

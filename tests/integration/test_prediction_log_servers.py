@@ -58,7 +58,8 @@ def test_every_answer_reaches_postgresql_by_the_workers_exit_and_outcomes_join(p
         batch = [dict(c, customerID=f"batch-{i}") for i, c in enumerate(customers(1000))]
         ids += predict(url, batch)
         outcome = requests.post(
-            f"{url}/outcomes", json=[{"customerID": "batch-0", "churned": True}, {"prediction_id": ids[0], "churned": False}]
+            f"{url}/outcomes",
+            json=[{"customerID": "batch-0", "churned": True}, {"prediction_id": ids[0], "churned": False}],
         )
     # SIGTERM: each worker's exit hook flushed its queue.
     assert sorted(logged_ids(postgres.url)) == sorted(ids)

@@ -2,11 +2,11 @@
 bodies are whole customers the real service accepts, and the answers shown are the ones it gives)."""
 
 import json
-import uuid
 import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest

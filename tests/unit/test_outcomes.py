@@ -18,7 +18,9 @@ def logged(served_model, tmp_path):
 def predicted(client, ids: list[str]) -> list[str]:
     from churn.monitor.predictionlog import flush_all
 
-    answers = client.post("/predict", json=[dict(c, customerID=i) for c, i in zip(customers(len(ids)), ids)])
+    answers = client.post(
+        "/predict", json=[dict(c, customerID=i) for c, i in zip(customers(len(ids)), ids, strict=True)]
+    )
     flush_all()
     return [a["prediction_id"] for a in answers.get_json()]
 

@@ -32,8 +32,9 @@ def test_each_answered_customer_is_logged_with_its_id_features_and_answer(served
     client = app_logging_to(served_model, f"sqlite:///{tmp_path / 'log.db'}")
     one = client.post("/predict", json={**SAMPLE_CUSTOMER, "customerID": "A-1"})
     # The dataset's spelling, which reaches the log in the model's.
-    dataset_spelled = [{f.column: c[f.name] for f in FEATURES} | {"customerID": f"B-{i}"} for i, c in
-                       enumerate(customers(3))]
+    dataset_spelled = [
+        {f.column: c[f.name] for f in FEATURES} | {"customerID": f"B-{i}"} for i, c in enumerate(customers(3))
+    ]
     dataset_spelled[0]["Contract"] = "Month-to-month"
     batch = client.post("/predict", json=dataset_spelled)
     explained = client.post("/explain", json=customers(2))
