@@ -10,13 +10,13 @@ the queue while the store is up.
 """
 
 import atexit
-import datetime
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import deque
+from operator import itemgetter, methodcaller
 
 from churn import metrics
 from churn.model.schema import ID_COLUMN
@@ -98,9 +98,9 @@ class PredictionLog:
                 self.pending.clear()
             if not batch:
                 continue
-            rows = self.rows(batch)
             try:
                 store = store or Store(self.url)
+                rows = self.rows(batch, store.time_value)
                 store.write_predictions(rows)
             except Exception as e:  # StoreError, or anything else: the writer must outlive it, as answers do
                 self.unavailable(1, error=str(e) if isinstance(e, StoreError) else repr(e))
@@ -116,29 +116,26 @@ class PredictionLog:
                 self.held -= len(rows)
                 self.changed.notify_all()
 
-    def rows(self, batch: list) -> list[tuple]:
-        """The store's rows (store.PREDICTION_COLUMNS) of the answers in batch."""
-        rows, version, threshold = [], self.model_version, self.threshold
+    def rows(self, batch: list, time_value) -> list[tuple]:
+        """The store's rows (store.PREDICTION_COLUMNS) of the answers in batch, built a column at a time (C loops:
+        map, itemgetter, zip), times made by time_value (the store's kind of time) once per answer."""
+        endpoints, times, ids, customers, probabilities = [], [], [], [], []
         for endpoint, unix_time, answer in batch:
-            at = datetime.datetime.fromtimestamp(unix_time, datetime.UTC)
-            for prediction_id, customer, probability in zip(
-                answer.prediction_ids, answer.customers, answer.probabilities, strict=True
-            ):
-                features = [SPELLINGS.get(name, {}).get(customer[name], customer[name]) for name in FEATURE_NAMES]
-                customer_id = customer.get(ID_COLUMN)
-                rows.append(
-                    (
-                        prediction_id,
-                        at,
-                        version,
-                        endpoint,
-                        None if customer_id is None else str(customer_id),
-                        *features,
-                        probability,
-                        probability >= threshold,
-                    )
-                )
-        return rows
+            n = len(answer.prediction_ids)
+            endpoints += [endpoint] * n
+            times += [time_value(unix_time)] * n
+            ids += answer.prediction_ids
+            customers += answer.customers
+            probabilities += answer.probabilities
+        features = [
+            list(map(SPELLINGS[name].__getitem__, column)) if name in SPELLINGS else column
+            for name, column in ((name, list(map(itemgetter(name), customers))) for name in FEATURE_NAMES)
+        ]
+        customer_ids = [None if i is None else str(i) for i in map(methodcaller("get", ID_COLUMN), customers)]
+        decisions = [p >= self.threshold for p in probabilities]
+        versions = [self.model_version] * len(ids)
+        columns = [ids, times, versions, endpoints, customer_ids, *features, probabilities, decisions]
+        return list(zip(*columns, strict=True))
 
     def flush(self, timeout: float = EXIT_SECONDS) -> int:
         """Wait until the queue is written, or timeout seconds; the customers still unwritten (logged when any)."""

@@ -121,11 +121,16 @@ class Store:
         with contextlib.suppress(Exception):  # a connection the server dropped has nothing to roll back
             self.connection.rollback()
 
+    def time_value(self, unix_time: float):
+        """A time as this store keeps it: SQLite as ISO text in UTC (it sorts as time does), PostgreSQL a datetime."""
+        moment = datetime.datetime.fromtimestamp(unix_time, datetime.UTC)
+        return moment if self.dialect == POSTGRESQL else moment.isoformat(timespec="microseconds")
+
     def write_predictions(self, rows: list[tuple]) -> None:
         """Rows in PREDICTION_COLUMNS' order, in one transaction. A row already there (a batch retried after a
         commit whose answer was lost) is kept as it is."""
         if self.dialect == SQLITE:
-            self.insert("predictions", PREDICTION_COLUMNS, rows, "OR IGNORE")
+            self.insert("predictions", PREDICTION_COLUMNS, rows, "OR IGNORE", ready=True)
         else:
             self.copy_predictions(rows)
 
@@ -146,14 +151,13 @@ class Store:
             self.rollback()
             raise StoreError(describe(e)) from None
 
-    def insert(
-        self, table: str, columns: list[str], rows: list[tuple], sqlite_or: str = "", conflict: str = ""
-    ) -> None:
-        """Rows in one transaction (executemany: psycopg sends them pipelined)."""
+    def insert(self, table, columns, rows, sqlite_or: str = "", conflict: str = "", ready: bool = False) -> None:
+        """Rows in one transaction (executemany: psycopg sends them pipelined). SQLite's times and days are made
+        ISO text here unless the rows are ready (their times made with time_value)."""
+        if self.dialect == SQLITE and not ready:
+            rows = [tuple(map(sqlite_value, row)) for row in rows]
         marks = ", ".join(["?" if self.dialect == SQLITE else "%s"] * len(columns))
         sql = f"INSERT {sqlite_or} INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
-        if self.dialect == SQLITE:
-            rows = [tuple(map(sqlite_value, row)) for row in rows]
         try:
             with contextlib.closing(self.connection.cursor()) as cursor:
                 cursor.executemany(sql, rows)
