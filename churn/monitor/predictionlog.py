@@ -65,7 +65,7 @@ class PredictionLog:
         """A new process's state: no queue, no writer (a fork keeps neither thread nor connection)."""
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
-        self.pending: deque = deque()  # (endpoint, unix time, Answer)
+        self.pending: deque = deque()  # (endpoint, unix time, prediction ids, customers, probabilities)
         self.held = 0  # customers queued or being written
         self.writer: threading.Thread | None = None
         self.hurry = False  # a flush wants the writer not to wait
@@ -83,7 +83,8 @@ class PredictionLog:
                 metrics.count_log_dropped(customers)
                 self.overflow(customers, bound=self.bound)
                 return
-            self.pending.append((endpoint, time.time(), answer))
+            # Not the answer's body, which can be megabytes: memory stays bounded by the customers held.
+            self.pending.append((endpoint, time.time(), answer.prediction_ids, answer.customers, answer.probabilities))
             self.held += customers
             if self.held >= BATCH:
                 self.changed.notify_all()
@@ -120,13 +121,12 @@ class PredictionLog:
         """The store's rows (store.PREDICTION_COLUMNS) of the answers in batch, built a column at a time (C loops:
         map, itemgetter, zip), times made by time_value (the store's kind of time) once per answer."""
         endpoints, times, ids, customers, probabilities = [], [], [], [], []
-        for endpoint, unix_time, answer in batch:
-            n = len(answer.prediction_ids)
-            endpoints += [endpoint] * n
-            times += [time_value(unix_time)] * n
-            ids += answer.prediction_ids
-            customers += answer.customers
-            probabilities += answer.probabilities
+        for endpoint, unix_time, answer_ids, answer_customers, answer_probabilities in batch:
+            endpoints += [endpoint] * len(answer_ids)
+            times += [time_value(unix_time)] * len(answer_ids)
+            ids += answer_ids
+            customers += answer_customers
+            probabilities += answer_probabilities
         features = [
             list(map(SPELLINGS[name].__getitem__, column)) if name in SPELLINGS else column
             for name, column in ((name, list(map(itemgetter(name), customers))) for name in FEATURE_NAMES)
