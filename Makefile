@@ -22,11 +22,13 @@ serve: $(if $(wildcard $(SYNCED)),$(SYNCED),$(SERVE_SYNCED))
 CHROMIUM := chromium=chromium,chromium-driver,fonts-dejavu-core
 NGINX := nginx=nginx
 JAVA := java=openjdk-17-jre-headless
+# PostgreSQL's server for the prediction log's tests (they run initdb and pg_ctl themselves, not its service).
+POSTGRES := pg_ctlcluster=postgresql
 
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
 # PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/unit/test_data.py
 test: $(SYNCED)
-	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA)
+	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA) $(POSTGRES)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container") $(PYTEST_ARGS)
 
 # The quick edit-and-test loop: tests/unit (no server, browser, nginx, Spark or container: nothing beyond the venv),
@@ -49,9 +51,12 @@ jupyter: $(SYNCED)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(JUPYTER_PORT) \
 		$(JUPYTER_ARGS)
 
-# Throughput of this service, the course's classic one and Flask's floor, under identical gunicorn flags.
+# Throughput of this service, the course's classic one and Flask's floor, under identical gunicorn flags; then what the
+# prediction log costs (bench/predictionlog.py: log off, SQLite, PostgreSQL).
 bench: $(SYNCED)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+	sh scripts/install_debian.sh $(POSTGRES)
+	$(VENV)/bin/python -m bench.predictionlog $(BENCH_ARGS)
 
 # Batch scoring: score.py on a 1,000,000-row CSV against the naive pandas + scikit-learn way, and on Spark local[2]
 # against a naive pandas UDF and an identity pass (the floor of Spark's Python workers).

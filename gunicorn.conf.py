@@ -88,6 +88,9 @@ def post_fork(server, worker):
 
 
 def worker_exit(server, worker):
+    from churn.monitor.predictionlog import flush_all
     from churn.serve.drain import drain
 
     drain(worker)
+    # The answers given are in the log before the worker goes (SIGTERM, SIGHUP and recycling all end here).
+    flush_all()

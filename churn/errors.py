@@ -27,6 +27,9 @@ NOT_JSON = "Send the customer as JSON with the header Content-Type: application/
 NO_CUSTOMERS = "The body must be a customer object or a non-empty array of customer objects"
 KEY_REQUIRED = "An API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"
 KEY_INVALID = "The API key is not valid"
+NO_PREDICTION_LOG = "No prediction log is configured (CHURN_PREDICTION_LOG): outcomes would have nothing to join"
+OUTCOMES_NOT_JSON = "Send the outcomes as a JSON array with the header Content-Type: application/json"
+LOG_UNAVAILABLE = "The prediction log's store is unavailable; send the outcomes again later"
 
 
 def too_large(max_body_bytes: int) -> str:

@@ -81,6 +81,10 @@ REQUESTS = Counter("churn_http_requests", "HTTP requests answered", ["method", "
 REQUEST_DURATION = Histogram("churn_http_request_duration_seconds", "Time to answer a request", ["endpoint"])
 PREDICTIONS = Counter("churn_predictions", "Customers scored")
 LOG_LINES_DROPPED = Counter("churn_log_lines_dropped", "Access lines that could not be written (a full disk)")
+PREDICTION_LOG_WRITTEN = Counter("churn_prediction_log_written", "Customers written to the prediction log")
+PREDICTION_LOG_DROPPED = Counter(
+    "churn_prediction_log_dropped", "Customers not logged: the queue was full while the log's store was slow or down"
+)
 # Counts per bin, not a Histogram: a batch adds each bin's count in one increment (public API), where a Histogram
 # would take one observe per customer.
 PROBABILITY_EDGES = [tenth / 10 for tenth in range(11)]
@@ -123,6 +127,16 @@ def observe_scores(probabilities: list[float]) -> None:
 def count_dropped_lines(lines: int) -> None:
     if not _degraded:
         LOG_LINES_DROPPED.inc(lines)
+
+
+def count_logged(customers: int) -> None:
+    if not _degraded:
+        PREDICTION_LOG_WRITTEN.inc(customers)
+
+
+def count_log_dropped(customers: int) -> None:
+    if not _degraded:
+        PREDICTION_LOG_DROPPED.inc(customers)
 
 
 def degraded() -> bool:

@@ -30,6 +30,7 @@ def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     except (OSError, ValueError):  # no cgroup v2 here: the CPUs it may run on
         pass
     return cpus
+LOG_SCHEMES = ("sqlite:///", "postgresql://")
 
 
 class SettingError(ValueError):
@@ -116,6 +117,22 @@ class Settings:
         "the dataset for train.py and the tests: the CSV, or the folder holding it",
         shown="unset: `../shared/data/`, then `data/`",
     )
+    # A PostgreSQL URL may hold a password: never in a repr or a log line.
+    prediction_log: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "env": "CHURN_PREDICTION_LOG",
+            "doc": "where each answered customer is logged: `sqlite:///path.db` or `postgresql://user:pw@host/db`; "
+            "`monitor.py` reads it too",
+            "shown": "unset: no log",
+        },
+    )
+    prediction_log_queue: int = setting(
+        "CHURN_PREDICTION_LOG_QUEUE",
+        10_000,
+        "customers a worker holds for the log while the store is slow or down; more are dropped and counted",
+    )
     url: str | None = setting(
         "CHURN_URL", None, "the service `predict_test.py` calls", shown="unset: `http://localhost:$PORT`"
     )
@@ -133,7 +150,12 @@ class Settings:
             raise SettingError(
                 f"GUNICORN_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, not {self.worker_class!r}"
             )
-        for name in ("max_customers", "max_body_bytes", "port", "workers", "threads", "timeout"):
+        if self.prediction_log is not None and not self.prediction_log.startswith(LOG_SCHEMES):
+            raise SettingError(
+                f"CHURN_PREDICTION_LOG must start with {' or '.join(LOG_SCHEMES)}, not {self.prediction_log[:12]!r}"
+            )
+        positive = ("max_customers", "max_body_bytes", "port", "workers", "threads", "timeout", "prediction_log_queue")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise SettingError(f"{env_name(name)} must be a positive whole number, not {getattr(self, name)}")
         for name in ("keepalive", "graceful_timeout", "max_requests", "max_requests_jitter"):

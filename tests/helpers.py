@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -36,6 +37,19 @@ def customers(n: int, start: int = 0) -> list[dict]:
 
 
 PROBABILITY_SERIES = "churn_probability_customers_total"
+PREDICTION_ID = re.compile(rb'"prediction_id":"[0-9a-f-]{36}",?')
+
+
+def without_ids(answer):
+    """An answer (its bytes, JSON or headers) without its prediction ids, which differ in every answer: to compare
+    two answers to the same customers."""
+    if isinstance(answer, bytes):
+        return PREDICTION_ID.sub(b"", answer)
+    if isinstance(answer, list):
+        return [without_ids(item) for item in answer if not (isinstance(item, tuple) and item[0] == "X-Prediction-ID")]
+    if isinstance(answer, dict):
+        return {key: without_ids(value) for key, value in answer.items() if key != "prediction_id"}
+    return answer
 
 
 def samples(text: str) -> dict[tuple, float]:

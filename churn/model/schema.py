@@ -543,5 +543,6 @@ def exact_acceptors(max_customers: int) -> dict[tuple[str, bool], TypeAdapter]:
 
 class Prediction(TypedDict):
     customerID: NotRequired[Annotated[str | int, Field(description="The customer's id, when it was sent")]]
+    prediction_id: Annotated[str, Field(description="This answer's id (a UUIDv7), to send back with its outcome")]
     churn_probability: Annotated[float, Field(ge=0, le=1, description="Probability that the customer churns")]
     churn: Annotated[bool, Field(description="churn_probability >= the service's threshold")]

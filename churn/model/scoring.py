@@ -121,6 +121,11 @@ class ServedModel:
     explanation: dict | None  # the statistics churn.model.explain needs (train.py writes them with the metrics)
     sidecar_problem: str | None = None  # what is wrong with the sidecar, when it cannot be used
 
+    @property
+    def version(self) -> str:
+        """The model's short name in logs and reports: its file's content, so a retrained model is a new version."""
+        return self.sha256[:12]
+
 
 def load_served_model(path: Path) -> ServedModel:
     path = Path(path)

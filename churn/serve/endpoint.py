@@ -41,15 +41,19 @@ JSON_HEADERS = ("Content-Type", "application/json")
 @dataclass(frozen=True)
 class Answer:
     """A 200 answer: its JSON body, and the customers it answers (cleaned, by the model's feature names) with their
-    probabilities, in order: what the monitoring after the answer observes."""
+    probabilities and prediction ids, in order: what the monitoring after the answer observes."""
 
     body: bytes
     probabilities: list[float]
+    prediction_ids: list[str]
     customers: list[dict]
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        return [JSON_HEADERS, ("Content-Length", str(len(self.body)))]
+        headers = [JSON_HEADERS, ("Content-Length", str(len(self.body)))]
+        if len(self.prediction_ids) == 1:
+            headers.append(("X-Prediction-ID", self.prediction_ids[0]))
+        return headers
 
 
 def is_json(content_type: str) -> bool:
@@ -60,14 +64,15 @@ def is_json(content_type: str) -> bool:
 class CustomerEndpoint:
     """An endpoint that takes one customer or an array of them and answers each in order.
 
-    answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities);
-    customers are keyed by the model's feature names. Every refusal is a ServiceError. unavailable, when set, is
-    the refusal every request gets instead (the model is not ready, or cannot explain).
+    answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities;
+    their prediction ids); customers are keyed by the model's feature names. Every refusal is a ServiceError.
+    unavailable, when set, is the refusal every request gets instead (the model is not ready, or cannot explain).
+    prediction_log, when set, is given each answer under the endpoint's name (churn.monitor.predictionlog).
     """
 
     def __init__(
         self,
-        answer: Callable[[list[dict], bool], tuple[bytes, list[float]]],
+        answer: Callable[[list[dict], bool], tuple[bytes, list[float], list[str]]],
         max_customers: int,
         max_body_bytes: int,
     ):
@@ -75,6 +80,8 @@ class CustomerEndpoint:
         self.max_customers = max_customers
         self.max_body_bytes = max_body_bytes
         self.unavailable: ServiceError | None = None
+        self.name = ""
+        self.prediction_log = None
         self.acceptors = {key: adapter.validate_json for key, adapter in exact_acceptors(max_customers).items()}
 
     def __call__(self, environ) -> Answer:
@@ -85,6 +92,8 @@ class CustomerEndpoint:
             raise ServiceError(415, errors.NOT_JSON)
         answer = self.respond(self.read_body(environ))
         metrics.observe_scores(answer.probabilities)
+        if self.prediction_log is not None:
+            self.prediction_log.put(self.name, answer)
         logs.count_customers(len(answer.probabilities))
         return answer
 

@@ -16,6 +16,7 @@ from churn.model.schema import (
     Feature,
     Prediction,
 )
+from churn.monitor.outcomes import Outcome
 
 REF = "#/components/schemas/{model}"
 REQUEST_ID_PATTERN = f"^{logs.REQUEST_ID_PATTERN}$"
@@ -85,9 +86,10 @@ ID_SCHEMA = {
 }
 EXPLANATION = {
     "type": "object",
-    "required": ["churn_probability", "churn", "base_log_odds", "contributions", "reasons"],
+    "required": ["prediction_id", "churn_probability", "churn", "base_log_odds", "contributions", "reasons"],
     "properties": {
         ID_COLUMN: ID_SCHEMA,
+        "prediction_id": {"type": "string", "format": "uuid", "description": "This answer's id (a UUIDv7)"},
         "churn_probability": {"type": "number", "minimum": 0, "maximum": 1},
         "churn": {"type": "boolean"},
         "base_log_odds": {"type": "number", "description": "The intercept plus every term's mean over training"},
@@ -264,6 +266,49 @@ def EXPLAIN(settings) -> dict:
     return operation
 
 
+def OUTCOMES(settings) -> dict:
+    outcome_ref = {"$ref": REF.format(model="Outcome")}
+    counts = {"type": "integer", "minimum": 0}
+    return {
+        "tags": ["Monitoring"],
+        "summary": "Who really churned: outcomes joined to the logged predictions, for monitor.py report",
+        "description": (
+            "Each outcome names a prediction (prediction_id, from an answer) or a customer (customerID: it joins the "
+            "customer's latest prediction made on or before observed_at). Needs CHURN_PREDICTION_LOG."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": outcome_ref,
+                        "minItems": 1,
+                        "maxItems": settings.max_customers,
+                    },
+                    "example": [{"customerID": "7590-VHVEG", "churned": True, "observed_at": "2026-01-31"}],
+                }
+            },
+        },
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["received", "matched", "unmatched"],
+                    "properties": {"received": counts, "matched": counts, "unmatched": counts},
+                },
+                "Stored; how many join a logged prediction now (the others may join predictions logged later)",
+            ),
+            "400": _error(ERROR_STATUSES["400"]),
+            "404": _error("No prediction log is configured"),
+            "413": _error("The body is too large, or has too many outcomes"),
+            "415": _error("The body is not sent as application/json"),
+            "422": _error("Valid JSON, but not valid outcomes: detail names each one's field and what it allows"),
+            "503": _error("The prediction log's store is unavailable"),
+        },
+    }
+
+
 def _get(summary: str, content: dict, tag: str = "Operations"):
     def operation(settings) -> dict:
         return {"tags": [tag], "summary": summary, "responses": {"200": {"description": summary, "content": content}}}
@@ -330,6 +375,7 @@ def openapi_document(app, settings) -> dict:
                 "Customer": CUSTOMER,
                 "Prediction": _schema(TypeAdapter(Prediction)),
                 "Explanation": EXPLANATION,
+                "Outcome": _schema(TypeAdapter(Outcome)),
                 "Error": ERROR,
                 "ModelCard": MODEL_CARD,
             },

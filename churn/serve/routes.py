@@ -7,7 +7,10 @@ from flask import Blueprint, Response, current_app, request
 
 from churn import errors, metrics
 from churn.errors import ServiceError
+from churn.monitor import outcomes as outcome_log
+from churn.monitor.store import StoreError
 from churn.serve import openapi
+from churn.serve.endpoint import is_json
 from churn.serve.predictor import Predictor
 
 api = Blueprint("api", __name__)
@@ -44,6 +47,23 @@ def predict():
 @documented(openapi.EXPLAIN)
 def explain():
     return customers_answer("explain")
+
+
+@api.post("/outcomes")
+@documented(openapi.OUTCOMES)
+def outcomes():
+    """Who really churned, for the prediction log's report (churn.monitor.outcomes)."""
+    prediction_log = predictor().prediction_log
+    if prediction_log is None:
+        raise ServiceError(404, errors.NO_PREDICTION_LOG)
+    if not is_json(request.content_type or ""):
+        raise ServiceError(415, errors.OUTCOMES_NOT_JSON)
+    try:
+        return outcome_log.receive(prediction_log.url, request.get_data(), predictor().max_customers)
+    except outcome_log.OutcomeError as e:
+        raise ServiceError(e.status, str(e), e.detail, errors=e.errors) from None
+    except StoreError:
+        raise ServiceError(503, errors.LOG_UNAVAILABLE) from None
 
 
 @api.get("/ping")

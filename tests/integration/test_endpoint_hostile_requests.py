@@ -281,7 +281,7 @@ def test_odd_but_valid_requests_are_answered(server):
     for request in odd:
         answer = exchange(port, request)
         assert answer.status == 200, (request[:200], answer.body[:300])
-        assert set(answer.json()) - {"customerID"} == {"churn_probability", "churn"}
+        assert set(answer.json()) - {"customerID"} == {"prediction_id", "churn_probability", "churn"}
 
 
 def test_the_server_survived_the_corpus(server):

@@ -36,7 +36,7 @@ def test_predict_test_against_the_real_server(server_url, served_model):
     run = client(server_url)
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout[: run.stdout.rindex("}") + 1])
-    assert answer == {"churn_probability": expected, "churn": expected >= 0.5}
+    assert answer == {"prediction_id": answer["prediction_id"], "churn_probability": expected, "churn": expected >= 0.5}
     assert "promo email to this customer (churn probability" in run.stdout
     assert "customer 0" not in run.stdout
 

@@ -48,4 +48,10 @@ def test_the_open_endpoints_are_the_apps_probes_and_documents(app):
         "web.static",
         "swagger_ui.show",
     }
-    assert {"api.predict", "api.explain", "api.model_card", "api.metrics_exposition"} == endpoints - opened
+    assert {
+        "api.predict",
+        "api.explain",
+        "api.outcomes",
+        "api.model_card",
+        "api.metrics_exposition",
+    } == endpoints - opened

@@ -42,7 +42,7 @@ def test_openapi_document_is_valid_and_complete(app):
         for rule in app.url_map.iter_rules()
         if rule.endpoint.startswith("api.")
     }
-    assert len(routes) == 8
+    assert len(routes) == 9
     assert {path: {m.upper() for m in item} for path, item in document["paths"].items()} == routes
     error = {"$ref": "#/components/schemas/Error"}
     for item in document["paths"].values():
