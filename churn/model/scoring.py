@@ -116,10 +116,18 @@ class ServedModel:
     path: Path
     sha256: str
     sklearn_version: str  # the version that pickled it (loading refuses any other)
+    C: float  # the logistic regression's inverse regularization strength, what train.py's --C sets
     scorer: LinearScorer
     training: dict | None  # the metrics train.py wrote beside the model, when present and usable
     explanation: dict | None  # the statistics churn.model.explain needs (train.py writes them with the metrics)
     sidecar_problem: str | None = None  # what is wrong with the sidecar, when it cannot be used
+
+    @property
+    def version(self) -> str:
+        """What names this model on every answer (X-Model-Version), in /model, the access log and the metrics:
+        its C and the start of its file's sha256, e.g. C=1.0-3f2a9c01b7e4. Only hex, digits and C=.-+, so it
+        goes into a header or a log line as it is."""
+        return f"C={self.C!r}-{self.sha256[:12]}"
 
 
 def load_served_model(path: Path) -> ServedModel:
@@ -128,6 +136,7 @@ def load_served_model(path: Path) -> ServedModel:
     sklearn_version = model._sklearn_version
     try:
         scorer = make_scorer(dv, model)
+        C = float(model.C)
     except ModelLoadError as e:
         raise ModelLoadError(f"model file {path}: {e}") from None
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
@@ -135,4 +144,4 @@ def load_served_model(path: Path) -> ServedModel:
         raise ModelLoadError(f"model file {path} does not hold a fitted pair ({e!r})") from None
     training, problem = read_sidecar(path)
     explanation = training.pop(EXPLANATION_KEY, None) if training else None
-    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training, explanation, problem)
+    return ServedModel(path, file_sha256(path), sklearn_version, C, scorer, training, explanation, problem)

@@ -41,11 +41,13 @@ JSON_HEADERS = ("Content-Type", "application/json")
 @dataclass(frozen=True)
 class Answer:
     """A 200 answer: its JSON body, and the customers it answers (cleaned, by the model's feature names) with their
-    probabilities, in order: what the monitoring after the answer observes."""
+    probabilities, in order: what the monitoring after the answer observes; with a shadow challenger, its
+    probabilities of the same customers (churn.monitor.challenger), which the body never shows."""
 
     body: bytes
     probabilities: list[float]
     customers: list[dict]
+    challenger_probabilities: list[float] | None = None
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -62,7 +64,8 @@ class CustomerEndpoint:
 
     answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities);
     customers are keyed by the model's feature names. Every refusal is a ServiceError. unavailable, when set, is
-    the refusal every request gets instead (the model is not ready, or cannot explain).
+    the refusal every request gets instead (the model is not ready, or cannot explain). challenger, when set,
+    shadows each answer (churn.monitor.challenger.Challenger).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class CustomerEndpoint:
         self.max_customers = max_customers
         self.max_body_bytes = max_body_bytes
         self.unavailable: ServiceError | None = None
+        self.challenger = None
         self.acceptors = {key: adapter.validate_json for key, adapter in exact_acceptors(max_customers).items()}
 
     def __call__(self, environ) -> Answer:
@@ -84,6 +88,8 @@ class CustomerEndpoint:
         if not is_json(environ.get("CONTENT_TYPE", "")):
             raise ServiceError(415, errors.NOT_JSON)
         answer = self.respond(self.read_body(environ))
+        if self.challenger is not None:
+            answer = self.challenger.shadow(answer)
         metrics.observe_scores(answer.probabilities)
         logs.count_customers(len(answer.probabilities))
         return answer

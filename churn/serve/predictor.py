@@ -3,6 +3,7 @@
 A Predictor owns one customer endpoint per operation (churn.serve.endpoint: from a request's body to its answer's
 bytes); the web layer only routes requests to them. The warm-up sends the course's sample customer through those
 same endpoints before any request, so a model that loads but cannot answer is found at start, not by a client.
+A shadow challenger (churn.monitor.challenger), when configured, rides along on both endpoints.
 """
 
 import orjson
@@ -12,6 +13,7 @@ from churn.errors import ServiceError
 from churn.model.explain import ExplanationUnavailable, global_explanation, make_explainer
 from churn.model.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
 from churn.model.scoring import ServedModel, load_served_model
+from churn.monitor.challenger import Challenger, load_challenger
 from churn.serve.endpoint import CustomerEndpoint
 from churn.settings import Settings
 
@@ -19,9 +21,13 @@ SAMPLE_BODY = orjson.dumps(SAMPLE_CUSTOMER)
 
 
 class Predictor:
-    def __init__(self, model: ServedModel, settings: Settings):
+    def __init__(self, model: ServedModel, settings: Settings, challenger: Challenger | None = None):
         self.model = model
+        self.settings = settings
         self.scorer = model.scorer
+        self.challenger = challenger
+        # What /health/ready's detail reports while the model serves: a challenger left out, a reload refused.
+        self.problems: list[str] = []
         self.threshold = settings.threshold
         limits = settings.max_customers, settings.max_body_bytes
         self.endpoints = {
@@ -34,10 +40,20 @@ class Predictor:
             self.explainer = None
             self.endpoints["explain"].unavailable = ServiceError(404, str(e))
         self.ready = self.warm_up()
+        for endpoint in self.endpoints.values():
+            endpoint.challenger = challenger
 
     @classmethod
-    def load(cls, settings: Settings) -> "Predictor":
-        return cls(load_served_model(settings.model_file), settings)
+    def load(cls, settings: Settings, model: ServedModel | None = None) -> "Predictor":
+        """The model (settings.model_file's unless given) with the challenger settings name, if it loads."""
+        model = model or load_served_model(settings.model_file)
+        challenger, problem = load_challenger(settings.challenger_model_file, settings.threshold)
+        predictor = cls(model, settings, challenger)
+        predictor.problems += [problem] if problem else []
+        return predictor
+
+    def served_models(self) -> dict[str, ServedModel | None]:
+        return {"champion": self.model, "challenger": self.challenger and self.challenger.model}
 
     def warm_up(self) -> bool:
         """The sample customer through each endpoint that can answer; False (and every request a 503) when the
@@ -79,8 +95,10 @@ class Predictor:
 
     def card(self) -> dict:
         model = self.model
+        challenger = self.challenger and self.challenger.model
         return {
             "model_file": model.path.name,
+            "version": model.version,
             "sha256": model.sha256,
             "sklearn_version": model.sklearn_version,
             "scorer": type(self.scorer).__name__,
@@ -88,4 +106,5 @@ class Predictor:
             "features": {f.name: {"description": f.description, **f.constraints()} for f in FEATURES},
             "training": model.training,
             "explanation": global_explanation(self.scorer),
+            "challenger": challenger and {"model_file": challenger.path.name, "version": challenger.version},
         }

@@ -61,9 +61,11 @@ def live():
 @api.get("/health/ready")
 @documented(openapi.READY, open=True)
 def ready():
-    if not predictor().ready:
+    served = predictor()
+    if not served.ready:
         raise ServiceError(503, errors.NOT_READY)
-    return {"status": "ready"}
+    # Ready, since the model serves; detail says what does not (a challenger left out, a reload refused).
+    return {"status": "ready", "model_version": served.model.version, "detail": served.problems}
 
 
 @api.get("/model")
