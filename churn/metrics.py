@@ -1,7 +1,7 @@
 """Prometheus metrics behind a façade, on prometheus_client's public API, correct across gunicorn workers.
 
-The rest of the service calls observe_request(), observe_scores(), observe_challenger(), set_models() and
-exposition(), and gunicorn.conf.py the worker hooks: which library keeps the numbers is this module's business alone.
+The rest of the service calls observe_request(), observe_scores(), observe_challenger() and exposition(), and
+gunicorn.conf.py the worker hooks: which library keeps the numbers is this module's business alone.
 
 prometheus_client decides at import whether values live in per-process files: gunicorn.conf.py sets
 PROMETHEUS_MULTIPROC_DIR before the app is imported, and /metrics then sums every worker's files. Without it
@@ -178,44 +178,38 @@ class DegradedCollector:
         yield GaugeMetricFamily("churn_metrics_degraded", degraded.__doc__.split(":")[0], value=float(degraded()))
 
 
-_models: dict[str, tuple[str, str]] = {}  # role -> (version, model file's name), as set_models() was told
-
-
-def set_models(models: dict[str, object]) -> None:
-    """The models this process serves, by role (champion, and challenger when there is one): ServedModels."""
-    _models.clear()
-    _models.update({role: (model.version, model.path.name) for role, model in models.items() if model is not None})
-
-
 class ModelInfoCollector:
-    """churn_model_info{role, version, model_file} 1: one series per loaded model, from the process that answers
-    /metrics (during a reload, old and new workers answer in turn). Join it to other series on nothing, e.g.
-    `churn_predictions_total * on() group_left(version) churn_model_info{role="champion"}`."""
+    """churn_model_info{role, version, model_file} 1: one series per loaded model, as the process answering /metrics
+    serves them (during a reload, old and new workers answer in turn). Joined to other series on nothing, e.g.
+    `churn_predictions_total * on() group_left(version) churn_model_info{role="champion"}`.
+
+    models: ServedModels by role (champion, and challenger when there is one)."""
+
+    def __init__(self, models: dict):
+        self.models = models
 
     def collect(self):
         info = GaugeMetricFamily(
-            "churn_model_info", "The models served: 1 for each", labels=["role", "version", "model_file"]
+            "churn_model_info", "The models served: 1 each", labels=["role", "version", "model_file"]
         )
-        for role, (version, model_file) in _models.items():
-            info.add_metric([role, version, model_file], 1.0)
+        for role, model in self.models.items():
+            if model is not None:
+                info.add_metric([role, model.version, model.path.name], 1.0)
         yield info
 
 
 class ChallengerPsiCollector:
-    """churn_challenger_psi: the PSI (churn.monitor.stability) of the challenger's tenths against the champion's over
-    every customer counted since the service started; for a window, docs/models.md has the PromQL.
+    """Every family of source, and churn_challenger_psi: the PSI (churn.monitor.stability) of the challenger's tenths
+    against the champion's over every customer counted since the service started (for a window, docs/models.md
+    has the PromQL). source gives churn_challenger_customers summed over the workers, so its files are read once."""
 
-    source.collect() gives churn_challenger_customers summed over the workers; passthrough: also every family it
-    gives (prometheus_client's multiprocess collector, whose files are then read once)."""
-
-    def __init__(self, source, passthrough: bool):
-        self.source, self.passthrough = source, passthrough
+    def __init__(self, source):
+        self.source = source
 
     def collect(self):
         counts = {model: np.zeros(len(PROBABILITY_BINS)) for model in SHADOW_MODELS}
         for family in self.source.collect():
-            if self.passthrough:
-                yield family
+            yield family
             if family.name == "churn_challenger_customers":
                 for sample in family.samples:
                     if sample.name.endswith("_total"):
@@ -225,20 +219,12 @@ class ChallengerPsiCollector:
             yield GaugeMetricFamily("churn_challenger_psi", doc, value=psi(counts["champion"], counts["challenger"]))
 
 
-if _metrics_dir is None:
-    for collector in (DegradedCollector(), ModelInfoCollector(), ChallengerPsiCollector(CHALLENGER, False)):
-        REGISTRY.register(collector)
-
-
-def exposition() -> tuple[bytes, str]:
-    if _metrics_dir is None:
-        return generate_latest(), CONTENT_TYPE_LATEST
+def exposition(models: dict) -> tuple[bytes, str]:
+    """The text exposition: what this process counted (one process) or every worker's files (gunicorn), and the
+    models (ServedModels by role) this process serves."""
+    counted = REGISTRY if _metrics_dir is None else MultiProcessCollector(None)
     registry = CollectorRegistry()
-    for collector in (
-        ChallengerPsiCollector(MultiProcessCollector(None), True),
-        DegradedCollector(),
-        ModelInfoCollector(),
-    ):
+    for collector in (ChallengerPsiCollector(counted), DegradedCollector(), ModelInfoCollector(models)):
         registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 

@@ -4,7 +4,7 @@ WSGI layers). Nothing is decided here; each part owns its work."""
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from churn import errors, logs, metrics
+from churn import errors, logs
 from churn.model.scoring import ServedModel
 from churn.serve.auth import ApiKeyAuth
 from churn.serve.openapi import DOCUMENT_KEY, openapi_document
@@ -51,4 +51,3 @@ def serve(app: Flask, predictor: Predictor) -> None:
     app.extensions[PREDICTOR] = predictor
     app.extensions["churn.fast_paths"].route(predictor.endpoints)
     app.extensions[OBSERVER].model_version = predictor.model.version
-    metrics.set_models(predictor.served_models())

@@ -77,7 +77,7 @@ def model_card():
 @api.get("/metrics")
 @documented(openapi.METRICS)
 def metrics_exposition():
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(predictor().served_models())
     return Response(body, content_type=content_type)
 
 

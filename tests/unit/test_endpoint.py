@@ -76,9 +76,10 @@ def spelled(customer: dict, name, value) -> dict:
 def test_any_spelling_the_training_cleaning_maps_is_the_canonical_answer(client, name, value):
     expected = post(client, SAMPLE_CUSTOMER).data
     assert post(client, spelled(SAMPLE_CUSTOMER, name, value)).data == expected
-    assert post(client, spelled(RAW_SAMPLE, name, value)).get_json()["churn_probability"] == json.loads(expected)[
-        "churn_probability"
-    ]
+    assert (
+        post(client, spelled(RAW_SAMPLE, name, value)).get_json()["churn_probability"]
+        == json.loads(expected)["churn_probability"]
+    )
 
 
 def test_a_spelling_the_cleaning_does_not_map_names_the_model_spellings(client):
