@@ -1,4 +1,5 @@
-"""Throughput benchmark: this service against the course's classic service, Flask's floor, and itself unobserved.
+"""Throughput benchmark: this service against the course's classic service, Flask's floor, itself unobserved, and
+itself with a shadow challenger.
 
 python -m bench.run [--quick] [--duration S] [--rounds N] [--out FILE]
 
@@ -36,14 +37,16 @@ SERVICES = {
     "classic": "bench.classic:app",
     "floor": "bench.floor:app",
     "unobserved": "bench.unobserved:app",
+    "challenger": "bench.challenger:app",
 }
 TITLES = {
     "ours": "this service",
     "classic": "classic (course)",
     "floor": "floor (Flask, constant)",
     "unobserved": "this service, unobserved",
+    "challenger": "with a shadow challenger",
 }
-IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "unobserved": "bench.unobserved"}
+IMPORTS = {name: app.partition(":")[0] for name, app in SERVICES.items()}
 
 
 class BenchError(Exception):
@@ -258,6 +261,8 @@ def check_answers(servers: dict[str, "Server"], single: bytes, batch: bytes, raw
     for name, (status, answer) in answers.items():
         if status != 200:
             raise BenchError(f"{name} answered {status}: {answer!r}")
+    if answers["challenger"] != answers["ours"]:
+        raise BenchError(f"the challenger changed our answer: {answers['challenger']!r}")
     ours, classic = answers["ours"][1]["churn_probability"], answers["classic"][1]["churn_probability"]
     if abs(ours - classic) > 1e-12:
         raise BenchError(f"our probability {ours!r} differs from the classic service's {classic!r}")
@@ -447,6 +452,8 @@ def mib(size: int) -> str:
 
 
 def row(label: str, cells) -> str:
+    cells = list(cells)
+    cells += [""] * (len(SERVICES) - len(cells))  # a row of our service alone leaves the others blank
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
@@ -455,6 +462,7 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     batch = Summary.of(results["batch"])
     raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
     explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
+    challenger, challenger_batch = single["challenger"], Summary.of(results["challenger_batch"])
     ours, classic, floor, unobserved = (single[k] for k in ("ours", "classic", "floor", "unobserved"))
     n = args.rounds
     lines = [
@@ -475,6 +483,10 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             (batch.rate(BATCH_SIZE), "no batch endpoint", "no model", "not measured"),
         ),
         row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), "", "", "")),
+        row(
+            f"customers/s, {BATCH_SIZE:,}-customer batches, with a shadow challenger",
+            ("", "", "", "", challenger_batch.rate(BATCH_SIZE)),
+        ),
         row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), "", "", "")),
         row("requests/s, one whole dataset row (its own spelling)", (raw_single.rate(), "", "", "")),
         row(f"customers/s, {BATCH_SIZE:,} whole dataset rows", (raw_batch.rate(BATCH_SIZE), "", "", "")),
@@ -514,6 +526,20 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             ours.rps / unobserved.rps,
             by_cpu["unobserved"],
             0.95,
+            True,
+        ),
+        (
+            "a shadow challenger, one customer: requests/s vs the service without",
+            challenger.rps / ours.rps,
+            ours.cpu / challenger.cpu,
+            0.85,
+            True,
+        ),
+        (
+            f"a shadow challenger, {BATCH_SIZE:,}-customer batches: customers/s vs the service without",
+            challenger_batch.rps / batch.rps,
+            batch.cpu / challenger_batch.cpu,
+            0.85,
             True,
         ),
         (
@@ -618,6 +644,7 @@ def main(argv=None) -> int:
             check_answers(servers, single, batch, raw_batch)
             # The plan: one customer to each app in turn, then our batches and the dataset's rows, round after round.
             plan = [(name, name, "single") for name in SERVICES] + [("batch", "ours", "batch")]
+            plan += [("challenger_batch", "challenger", "batch")]
             plan += [(kind, "ours", kind) for kind in ("raw_single", "raw_batch", "explain_single", "explain_batch")]
             print("warming up...", file=sys.stderr)
             for _, name, kind in plan:
