@@ -80,10 +80,7 @@ class LinearScorer:
         return sigmoid(z)
 
     def score_many(self, customers: list[dict]) -> list[float]:
-        n = len(customers)
-        columns = {field: (None, list(map(itemgetter(field), customers))) for field, _ in self.categorical}
-        columns |= {field: np.fromiter(map(itemgetter(field), customers), float, n) for field, _ in self.numeric}
-        return self.score_columns(columns).tolist()
+        return self.score_columns(columns_of(customers)).tolist()
 
     def score_columns(self, columns: dict) -> np.ndarray:
         """The probabilities of n customers given feature by feature, as churn.batch.chunks reads them.
@@ -101,6 +98,23 @@ class LinearScorer:
             z += weight * columns[field]
         with np.errstate(over="ignore"):  # exp overflows to inf where the probability is 0, as in expit
             return 1.0 / (1.0 + np.exp(-z))
+
+
+# Every accepted spelling of each category, in a fixed order, and each spelling's place in it.
+SPELLINGS = {field: tuple(spellings) for field, spellings in canonical_values().items()}
+SPELLING_CODES = {field: {spelling: code for code, spelling in enumerate(s)} for field, s in SPELLINGS.items()}
+NUMBERS = [f.name for f in FEATURES if not f.values]
+
+
+def columns_of(customers: list[dict]) -> dict:
+    """Cleaned customers (dicts by the model's names) as LinearScorer.score_columns reads them, each category as
+    codes into SPELLINGS: the one pass over the customers, which any number of scorers (a challenger's too) share."""
+    n = len(customers)
+    columns = {
+        field: (np.fromiter(map(codes.__getitem__, map(itemgetter(field), customers)), np.intp, n), SPELLINGS[field])
+        for field, codes in SPELLING_CODES.items()
+    }
+    return columns | {field: np.fromiter(map(itemgetter(field), customers), float, n) for field in NUMBERS}
 
 
 def make_scorer(dv, model) -> LinearScorer:

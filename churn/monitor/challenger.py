@@ -1,12 +1,13 @@
 """A shadow challenger: a second model (CHURN_CHALLENGER_MODEL_FILE) that scores every customer the served model
-(the champion) answers, after the answer is built, so that answers never change.
+(the champion) answers; the answers are the champion's alone, so they never change.
 
-Its probabilities go to /metrics (churn.metrics.observe_challenger: both models' tenths, their PSI, how often they
-agree at the threshold) and ride on the Answer (challenger_probabilities) for the prediction log. It is loaded,
-checked and warmed up as the champion is; one that fails is left out with a log line and the champion serves alone.
+churn.serve.predictor scores both from the same columns (a batch is read once) and the Answer carries the
+challenger's probabilities (challenger_probabilities) for the prediction log; observe() counts them for /metrics
+(churn.metrics.observe_challenger: both models' tenths, their PSI, how often they agree at the threshold). It is
+loaded, checked and warmed up as the champion is; one that fails is left out with a log line and the champion
+serves alone.
 """
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -28,13 +29,10 @@ class Challenger:
         if not 0.0 <= warm_up <= 1.0:
             raise ModelLoadError(f"model file {model.path}: the warm-up prediction gave {warm_up!r}, not a probability")
 
-    def shadow(self, answer):
-        """The answer (churn.serve.endpoint.Answer) with the challenger's probabilities of its customers, counted."""
-        customers, champion = answer.customers, answer.probabilities
-        scored = [self.scorer.score_one(customers[0])] if len(customers) == 1 else self.scorer.score_many(customers)
-        agreed = agreements(champion, scored, self.threshold)
-        metrics.observe_challenger(champion, scored, agreed)
-        return dataclasses.replace(answer, challenger_probabilities=scored)
+    def observe(self, answer) -> None:
+        """Count an answer's (churn.serve.endpoint.Answer) probabilities of both models."""
+        champion, challenger = answer.probabilities, answer.challenger_probabilities
+        metrics.observe_challenger(champion, challenger, agreements(champion, challenger, self.threshold))
 
 
 def agreements(champion: list[float], challenger: list[float], threshold: float) -> int:

@@ -62,15 +62,16 @@ def is_json(content_type: str) -> bool:
 class CustomerEndpoint:
     """An endpoint that takes one customer or an array of them and answers each in order.
 
-    answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities);
+    answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities;
+    the challenger's, or None);
     customers are keyed by the model's feature names. Every refusal is a ServiceError. unavailable, when set, is
     the refusal every request gets instead (the model is not ready, or cannot explain). challenger, when set,
-    shadows each answer (churn.monitor.challenger.Challenger).
+    counts each answer's challenger probabilities (churn.monitor.challenger.Challenger).
     """
 
     def __init__(
         self,
-        answer: Callable[[list[dict], bool], tuple[bytes, list[float]]],
+        answer: Callable[[list[dict], bool], tuple[bytes, list[float], list[float] | None]],
         max_customers: int,
         max_body_bytes: int,
     ):
@@ -88,9 +89,9 @@ class CustomerEndpoint:
         if not is_json(environ.get("CONTENT_TYPE", "")):
             raise ServiceError(415, errors.NOT_JSON)
         answer = self.respond(self.read_body(environ))
-        if self.challenger is not None:
-            answer = self.challenger.shadow(answer)
         metrics.observe_scores(answer.probabilities)
+        if answer.challenger_probabilities is not None:
+            self.challenger.observe(answer)
         logs.count_customers(len(answer.probabilities))
         return answer
 
@@ -105,11 +106,15 @@ class CustomerEndpoint:
             customers = None
         if customers is not None:
             try:
-                return Answer(*self.answer(customers, many), customers)
+                return self.answered(customers, many)
             except KeyError:  # a field missing: the fast acceptor leaves that to the cleaning, which words it
                 pass
         customers = self.clean(body, many)
-        return Answer(*self.answer(customers, many), customers)
+        return self.answered(customers, many)
+
+    def answered(self, customers: list[dict], many: bool) -> Answer:
+        body, probabilities, challenger_probabilities = self.answer(customers, many)
+        return Answer(body, probabilities, customers, challenger_probabilities)
 
     def read_body(self, environ) -> bytes:
         stream, limit = environ["wsgi.input"], self.max_body_bytes

@@ -93,11 +93,11 @@ def test_the_json_answer_is_the_explanation_to_the_bit(served_model, explainer, 
     predictor = Predictor(served_model, Settings())
     expected = [
         {**predictor.prediction(c, p), **e}
-        for c, p, e in zip(customers, predictor.probabilities(customers), explainer.explain(customers), strict=True)
+        for c, p, e in zip(customers, predictor.probabilities(customers)[0], explainer.explain(customers), strict=True)
     ]
     assert json.loads(predictor.explanations(customers, True)[0]) == expected
     for customer in customers[:500]:  # one customer's probability is summed in plain Python, not numpy
-        [probability] = predictor.probabilities([customer])
+        [probability], _ = predictor.probabilities([customer])
         alone = {**predictor.prediction(customer, probability), **explainer.explain([customer])[0]}
         assert json.loads(predictor.explanations([customer], False)[0]) == alone
 
