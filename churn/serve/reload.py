@@ -42,7 +42,12 @@ def reload_model(app) -> bool:
         return False
     serve(app, predictor)
     log.info("model reloaded: version %s serves, replacing %s", model.version, current.model.version)
-    gc.freeze()  # as predict.py does after the first load: what is loaded lives as long as the master
+    # predict.py froze what it loaded (gc.freeze): the old Predictor, a cycle (its endpoints call back into it), is
+    # collected only once unfrozen; then what serves now is frozen in its turn.
+    del current
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
     return True
 
 

@@ -2,7 +2,9 @@
 model file serves once it passes, and one that does not leaves the old model serving, saying why.
 tests/integration/test_load_faults.py does the same through real gunicorn, under load."""
 
+import gc
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from churn.model.scoring import load_served_model
 from churn.model.training import load_model, save_model
 from churn.serve.app import create_app
 from churn.serve.reload import reload_model
+from churn.serve.routes import PREDICTOR
 from churn.settings import Settings
 from devtools import MODEL_FILE, replace_model
 from tests.helpers import customers
@@ -33,11 +36,14 @@ def answers(app) -> tuple[str, bytes]:
     return response.headers["X-Model-Version"], response.data
 
 
-def test_a_new_model_serves_after_the_reload(served, other_model):
+def test_a_new_model_serves_after_the_reload_and_the_old_one_is_freed(served, other_model):
     path, app = served
     before = answers(app)
     replace_model(other_model, path)
+    old = weakref.ref(app.extensions[PREDICTOR])
+    gc.freeze()  # as predict.py does
     assert reload_model(app)
+    assert old() is None
     version, body = answers(app)
     assert version == load_served_model(other_model).version != before[0]
     # The answers are the new model's: those a service started on it gives.
