@@ -1,10 +1,11 @@
-"""The PSI of churn.monitor.stability against scipy: with no empty bin, PSI is the symmetric Kullback-Leibler
-divergence, KL(e||a) + KL(a||e)."""
+"""The PSI of churn.monitor.stability against evidently's PSI test, and against scipy: with no empty bin, PSI is
+the symmetric Kullback-Leibler divergence, KL(e||a) + KL(a||e)."""
 
 import numpy as np
 import pytest
 from scipy.stats import entropy
 
+import tests.references  # noqa: F401 (evidently importable under pandas 3, for the test that compares with it)
 from churn.monitor.stability import EMPTY_SHARE, psi
 
 
@@ -30,3 +31,16 @@ def test_a_bin_empty_in_one_distribution_counts_as_a_tiny_share_and_one_empty_in
     e = np.array([1e-5, 0.99999, 1e-11])
     a = np.array([1, 99_998, 1]) / 100_000
     assert psi(expected, actual) == pytest.approx(np.sum((e - a) * np.log(e / a)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_psi_is_evidentlys_for_the_same_bins_empty_ones_included(seed):
+    import pandas as pd
+    from evidently.legacy.calculations.stattests import psi_stat_test
+    from evidently.legacy.core import ColumnType
+
+    rng = np.random.default_rng(seed)
+    # Each customer's tenth, for two models; the second never reaches the top two tenths, the first the bottom one.
+    reference, current = rng.integers(1, 10, 3000), rng.integers(0, 8, 2000)
+    expected = psi_stat_test(pd.Series(reference), pd.Series(current), ColumnType.Categorical, 0.1).drift_score
+    assert psi(np.bincount(reference, minlength=10), np.bincount(current, minlength=10)) == pytest.approx(expected)
