@@ -24,11 +24,12 @@ NGINX := nginx=nginx
 JAVA := java=openjdk-17-jre-headless
 # PostgreSQL's server for the prediction log's tests (they run initdb and pg_ctl themselves, not its service).
 POSTGRES := pg_ctlcluster=postgresql
+PROMTOOL := promtool=prometheus
 
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
 # PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/unit/test_data.py
 test: $(SYNCED)
-	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA) $(POSTGRES)
+	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA) $(POSTGRES) $(PROMTOOL)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container") $(PYTEST_ARGS)
 
 # The quick edit-and-test loop: tests/unit (no server, browser, nginx, Spark or container: nothing beyond the venv),

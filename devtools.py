@@ -173,3 +173,20 @@ def worker_pids(master_pid: int) -> set[int]:
     for task in Path(f"/proc/{master_pid}/task").iterdir():
         children.update(int(pid) for pid in (task / "children").read_text().split())
     return children
+
+
+def train_model(output: Path, C: float, n_splits: int = 2) -> Path:
+    """A second model for the tests of reloads and challengers: train.py (with its sidecar) at C into output."""
+    command = [sys.executable, "train.py", "--C", str(C), "--n-splits", str(n_splits), "--output", str(output)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    return output
+
+
+def replace_model(source: Path, target: Path) -> None:
+    """Put source's model file and sidecar at target as an operator should: each whole, by a rename."""
+    from churn.model.modelfile import sidecar_path
+
+    for origin, destination in ((source, target), (sidecar_path(source), sidecar_path(target))):
+        staged = destination.with_name(destination.name + ".new")
+        staged.write_bytes(origin.read_bytes())
+        os.replace(staged, destination)

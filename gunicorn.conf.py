@@ -72,6 +72,15 @@ def on_starting(server):
     clear_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
+def on_reload(server):
+    # SIGHUP: the preloaded app is not imported again, so the new model is loaded here, in the master, before the new
+    # workers fork from it (churn/serve/reload.py). Without preload_app, each new worker imports it anew.
+    from churn.serve.reload import reload_model
+
+    if server.app.callable is not None:
+        reload_model(server.app.callable)
+
+
 def pre_fork(server, worker):
     from churn.metrics import choose_slot
 

@@ -66,6 +66,7 @@ SERVICES = {
     "floor": App("bench.floor:app", "floor (Flask, constant)", DEFAULT),
     "bare": App("bench.bare:app", "bare WSGI (constant)", DEFAULT),
     "unobserved": App("bench.unobserved:app", "this service, unobserved", DEFAULT),
+    "challenger": App("bench.challenger:app", "with a shadow challenger", DEFAULT),
     "ours_nginx": App("predict:app", "this service", DEFAULT, behind_nginx=True),
     "ours_sync_nginx": App("predict:app", "this service, sync workers", "sync", behind_nginx=True),
     "classic_nginx": App("bench.classic:app", "classic (course, sync)", "sync", behind_nginx=True),
@@ -73,7 +74,7 @@ SERVICES = {
 DIRECT = [name for name, app in SERVICES.items() if not app.behind_nginx]
 PROXIED = [name for name, app in SERVICES.items() if app.behind_nginx]
 IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "bare": "bench.bare"}
-IMPORTS["unobserved"] = "bench.unobserved"
+IMPORTS |= {"unobserved": "bench.unobserved", "challenger": "bench.challenger"}
 
 
 class BenchError(Exception):
@@ -311,6 +312,8 @@ def check_answers(servers: dict[str, "Server"], single: bytes, batch: bytes, raw
     for name, (status, answer) in answers.items():
         if status != 200:
             raise BenchError(f"{name} answered {status}: {answer!r}")
+    if {**answers["challenger"][1], "prediction_id": ""} != {**answers["ours"][1], "prediction_id": ""}:
+        raise BenchError(f"the challenger changed our answer: {answers['challenger']!r}")
     ours, classic = answers["ours"][1]["churn_probability"], answers["classic"][1]["churn_probability"]
     if abs(ours - classic) > 1e-12:
         raise BenchError(f"our probability {ours!r} differs from the classic service's {classic!r}")
@@ -508,7 +511,8 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     batch = Summary.of(results["batch"])
     raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
     explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
-    ours, classic, floor, bare, unobserved = (single[k] for k in DIRECT)
+    ours, classic, floor, bare, unobserved, challenger = (single[k] for k in DIRECT)
+    challenger_batch = Summary.of(results["challenger_batch"])
     ours_nginx, ours_sync_nginx, classic_nginx = (single[k] for k in PROXIED)
     settings = Settings.from_env()
     model = f"{settings.worker_class} ({settings.threads} threads)" if settings.worker_class == "gthread" else "sync"
@@ -531,7 +535,14 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         row("server CPU per request, one customer", (us(single[k].cpu) for k in DIRECT)),
         row(
             f"customers/s, {BATCH_SIZE:,}-customer batches",
-            (batch.rate(BATCH_SIZE), "no batch endpoint", "no model", "no model", "not measured"),
+            (
+                batch.rate(BATCH_SIZE),
+                "no batch endpoint",
+                "no model",
+                "no model",
+                "not measured",
+                challenger_batch.rate(BATCH_SIZE),
+            ),
         ),
         row(f"p50 / p99 latency, {BATCH_SIZE:,}-customer batch", (batch.latency(), *empty)),
         row("server CPU per customer in batches", (us(batch.cpu / BATCH_SIZE), *empty)),
@@ -597,6 +608,20 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         ),
         ("one customer: requests/s vs the classic service", ours.rps / classic.rps, by_cpu["classic"], 2.0, True),
         ("one customer: requests/s vs the floor", ours.rps / floor.rps, by_cpu["floor"], 0.85, True),
+        (
+            "a shadow challenger, one customer: requests/s vs the service without",
+            challenger.rps / ours.rps,
+            ours.cpu / challenger.cpu,
+            0.85,
+            True,
+        ),
+        (
+            f"a shadow challenger, {BATCH_SIZE:,}-customer batches: customers/s vs the service without",
+            challenger_batch.rps / batch.rps,
+            batch.cpu / challenger_batch.cpu,
+            0.85,
+            True,
+        ),
         ("one customer: p99 latency vs the floor's", ours.p99 / floor.p99, None, 1.5, False),
         (
             "request IDs, metrics and access log: requests/s vs the service without them",
@@ -707,6 +732,7 @@ def main(argv=None) -> int:
             check_answers(servers, single, batch, raw_batch)
             # The plan: one customer to each app in turn, then our batches and the dataset's rows, round after round.
             plan = [(name, name, "single") for name in SERVICES] + [("batch", "ours", "batch")]
+            plan += [("challenger_batch", "challenger", "batch")]
             plan += [(kind, "ours", kind) for kind in ("raw_single", "raw_batch", "explain_single", "explain_batch")]
             print("warming up...", file=sys.stderr)
             for _, name, kind in plan:

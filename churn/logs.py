@@ -21,10 +21,12 @@ REQUEST_ID_PATTERN = "[A-Za-z0-9._:-]{1,128}"
 
 @dataclass(slots=True)
 class RequestRecord:
-    """What a request's access line reports beside its status: its ID, and how many customers it scored."""
+    """What a request's access line reports beside its status: its ID, how many customers it scored, and the
+    version of the model that served it."""
 
     id: str
     customers: int = 0
+    model_version: str = ""
 
 
 # Set for the duration of each request (per thread under waitress and gthread, per worker under sync workers).
@@ -156,7 +158,8 @@ def log_request(method: str, path: str, status: int, duration: float, record: Re
     access_lines.add(
         f'{{"time":"{timestamp(time.time())}","level":"info","logger":"churn.access","message":"request",'
         f'"request_id":"{record.id}","method":{json.dumps(method)},"path":{json.dumps(path)},'
-        f'"status":{status},"duration_ms":{duration * 1000:.3f},"customers":{record.customers}{truncated}}}\n'
+        f'"status":{status},"duration_ms":{duration * 1000:.3f},"customers":{record.customers},'
+        f'"model_version":"{record.model_version}"{truncated}}}\n'
     )
 
 

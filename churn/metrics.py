@@ -1,7 +1,7 @@
 """Prometheus metrics behind a façade, on prometheus_client's public API, correct across gunicorn workers.
 
-The rest of the service calls observe_request(), observe_scores() and exposition(), and gunicorn.conf.py the
-worker hooks: which library keeps the numbers is this module's business alone.
+The rest of the service calls observe_request(), observe_scores(), observe_challenger() and exposition(), and
+gunicorn.conf.py the worker hooks: which library keeps the numbers is this module's business alone.
 
 prometheus_client decides at import whether values live in per-process files: gunicorn.conf.py sets
 PROMETHEUS_MULTIPROC_DIR before the app is imported, and /metrics then sums every worker's files. Without it
@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from churn.monitor.stability import psi
 from churn.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,21 @@ PROBABILITY = Counter(
     ["bin"],
 )
 _probability_bins = [PROBABILITY.labels(name) for name in PROBABILITY_BINS]
+# The shadow challenger (churn.monitor.challenger): both models' scores of the customers it scored, in the same
+# tenths, so that the PSI between them (churn_challenger_psi) compares the same customers.
+CHALLENGER = Counter(
+    "churn_challenger_customers",
+    "Customers the challenger scored in the shadow, by the tenth each model's probability falls in",
+    ["model", "bin"],
+)
+SHADOW_MODELS = ("champion", "challenger")
+_challenger_bins = {model: [CHALLENGER.labels(model, name) for name in PROBABILITY_BINS] for model in SHADOW_MODELS}
+AGREEMENT = Counter(
+    "churn_challenger_agreement_customers",
+    "Customers the challenger scored, by whether its churn (at CHURN_THRESHOLD) agrees with the served model's",
+    ["agree"],
+)
+_agreed, _disagreed = AGREEMENT.labels("true"), AGREEMENT.labels("false")
 _request_series = {}  # (method, endpoint, status) -> its metric children, looked up once
 
 
@@ -114,12 +130,28 @@ def observe_scores(probabilities: list[float]) -> None:
     if _degraded:
         return
     PREDICTIONS.inc(len(probabilities))
-    last = len(_probability_bins) - 1
+    _count_in_tenths(_probability_bins, probabilities)
+
+
+def observe_challenger(champion: list[float], challenger: list[float], agreed: int) -> None:
+    """The champion's and the challenger's probabilities of the same customers, agreed of which agree on churn."""
+    if _degraded:
+        return
+    _count_in_tenths(_challenger_bins["champion"], champion)
+    _count_in_tenths(_challenger_bins["challenger"], challenger)
+    if agreed:
+        _agreed.inc(agreed)
+    if agreed < len(champion):
+        _disagreed.inc(len(champion) - agreed)
+
+
+def _count_in_tenths(children: list, probabilities: list[float]) -> None:
+    last = len(children) - 1
     if len(probabilities) == 1:
-        _probability_bins[min(bisect.bisect_right(PROBABILITY_EDGES, probabilities[0]) - 1, last)].inc()
+        children[min(bisect.bisect_right(PROBABILITY_EDGES, probabilities[0]) - 1, last)].inc()
         return
     bins = np.minimum(np.searchsorted(PROBABILITY_EDGES, probabilities, side="right") - 1, last)
-    for child, count in zip(_probability_bins, np.bincount(bins, minlength=last + 1).tolist(), strict=True):
+    for child, count in zip(children, np.bincount(bins, minlength=last + 1).tolist(), strict=True):
         if count:
             child.inc(count)
 
@@ -160,16 +192,54 @@ class DegradedCollector:
         yield GaugeMetricFamily("churn_metrics_degraded", degraded.__doc__.split(":")[0], value=float(degraded()))
 
 
-if _metrics_dir is None:
-    REGISTRY.register(DegradedCollector())
+class ModelInfoCollector:
+    """churn_model_info{role, version, model_file} 1: one series per loaded model, as the process answering /metrics
+    serves them (during a reload, old and new workers answer in turn). Joined to other series on nothing, e.g.
+    `churn_predictions_total * on() group_left(version) churn_model_info{role="champion"}`.
+
+    models: ServedModels by role (champion, and challenger when there is one)."""
+
+    def __init__(self, models: dict):
+        self.models = models
+
+    def collect(self):
+        info = GaugeMetricFamily(
+            "churn_model_info", "The models served: 1 each", labels=["role", "version", "model_file"]
+        )
+        for role, model in self.models.items():
+            if model is not None:
+                info.add_metric([role, model.version, model.path.name], 1.0)
+        yield info
 
 
-def exposition() -> tuple[bytes, str]:
-    if _metrics_dir is None:
-        return generate_latest(), CONTENT_TYPE_LATEST
+class ChallengerPsiCollector:
+    """Every family of source, and churn_challenger_psi: the PSI (churn.monitor.stability) of the challenger's tenths
+    against the champion's over every customer counted since the service started (for a window, docs/models.md
+    has the PromQL). source gives churn_challenger_customers summed over the workers, so its files are read once."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        counts = {model: np.zeros(len(PROBABILITY_BINS)) for model in SHADOW_MODELS}
+        for family in self.source.collect():
+            yield family
+            if family.name == "churn_challenger_customers":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        counts[sample.labels["model"]][PROBABILITY_BINS.index(sample.labels["bin"])] += sample.value
+        if counts["champion"].sum() and counts["challenger"].sum():
+            doc = "PSI of the challenger's scores against the champion's, since the start"
+            yield GaugeMetricFamily("churn_challenger_psi", doc, value=psi(counts["champion"], counts["challenger"]))
+
+
+def exposition(models: dict) -> tuple[bytes, str]:
+    """The text exposition: what this process counted (one process) or every worker's files (gunicorn), and the
+    models (ServedModels by role) this process serves."""
+    counted = REGISTRY if _metrics_dir is None else MultiProcessCollector(None)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    registry.register(DegradedCollector())
+    for collector in (ChallengerPsiCollector(counted), DegradedCollector(), ModelInfoCollector(models)):
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

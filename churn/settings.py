@@ -67,8 +67,17 @@ class Settings:
     model_file: Path = setting(
         "MODEL_FILE",
         ROOT / MODEL_FILE_NAME,
-        "the model the service loads at start (in the image: the build argument of that name)",
+        "the model the service loads at start, and again on SIGHUP under gunicorn (docs/models.md); in the "
+        "image: the build argument of that name",
         shown=f"`{MODEL_FILE_NAME}` beside `predict.py`",
+    )
+    challenger_model_file: Path | None = setting(
+        "CHURN_CHALLENGER_MODEL_FILE",
+        None,
+        "a second model that scores, in the shadow, every customer the served one answers: its scores only reach "
+        "/metrics and the prediction log, never an answer (docs/models.md). One that cannot be loaded is "
+        "logged and left out; the served model serves regardless",
+        shown="unset: none",
     )
     log_level: str = setting("LOG_LEVEL", "INFO", "`WARNING` turns the per-request log line off")
     port: int = setting("PORT", 9696, "the port gunicorn binds on all interfaces, and the client's default")

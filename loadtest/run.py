@@ -26,7 +26,16 @@ from pathlib import Path
 
 from churn.model.schema import SAMPLE_CUSTOMER
 from churn.serve.drain import socket_inodes
-from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
+from devtools import (
+    MODEL_FILE,
+    free_port,
+    gunicorn_command,
+    replace_model,
+    running_server,
+    train_model,
+    wait_for,
+    worker_pids,
+)
 
 BODY = json.dumps(SAMPLE_CUSTOMER).encode()
 CONNECT_TIMEOUT = 5
@@ -58,6 +67,7 @@ class Outcome:
     kind: str  # ok, non2xx, refused, failed
     request_id: str
     error: str = ""
+    model_version: str = ""  # the answer's X-Model-Version
 
 
 @dataclass
@@ -111,7 +121,8 @@ class Load:
             response = connection.getresponse()
             body = response.read()
             kind = "ok" if 200 <= response.status < 300 and body.startswith(b'{"churn_probability"') else "non2xx"
-            return Outcome(start, time.monotonic(), kind, request_id, "" if kind == "ok" else str(response.status))
+            error = "" if kind == "ok" else str(response.status)
+            return Outcome(start, time.monotonic(), kind, request_id, error, response.getheader("X-Model-Version", ""))
         except (OSError, http.client.HTTPException) as e:
             return Outcome(start, time.monotonic(), "failed", request_id, repr(e))
         finally:
@@ -269,23 +280,46 @@ def sigterm(
     }
 
 
-def sighup(duration: float, concurrency: int, signal_at: float, log: Path) -> dict:
-    """SIGHUP (reload) under load: new workers replace the old ones, and no request fails."""
-    with gunicorn(log) as (port, process):
+def sighup(duration: float, concurrency: int, signal_at: float, log: Path, new_model: Path | None = None) -> dict:
+    """SIGHUP (reload) under load: new workers replace the old ones, and no request fails.
+
+    With new_model, the served file is first replaced by it (churn/serve/reload.py): the answers move from the
+    old model's version to the new one's. Then, still under load, by a damaged file: the new model keeps serving.
+    """
+    served = log.with_name(f"{log.stem}-model") / MODEL_FILE.name
+    served.parent.mkdir(exist_ok=True)
+    replace_model(MODEL_FILE, served)
+    with gunicorn(log, MODEL_FILE=served) as (port, process):
+
+        def reload(timeout: float) -> bool:
+            before = worker_pids(process.pid)
+            process.send_signal(signal.SIGHUP)
+            return wait_for(
+                lambda: len(worker_pids(process.pid)) == 2 and not worker_pids(process.pid) & before, timeout
+            )
+
         load = Load(port, concurrency, duration).start()
         time.sleep(signal_at)
-        before = worker_pids(process.pid)
-        process.send_signal(signal.SIGHUP)
-        reloaded = wait_for(
-            lambda: len(worker_pids(process.pid)) == 2 and not worker_pids(process.pid) & before,
-            timeout=max(duration - load.elapsed(), 5),
-        )
+        if new_model:
+            replace_model(new_model, served)
+        reloaded = reload(timeout=max(duration - load.elapsed(), 5))
+        damaged_kept = None
+        if new_model:
+            served.write_bytes(served.read_bytes()[:100])  # a copy cut short
+            reload(timeout=max(duration - load.elapsed(), 5))
+            damaged_kept = Load(port, 1, 0).request().model_version
+            time.sleep(max(duration - load.elapsed() - 1, 0))
         outcomes = load.join()
         alive = process.poll() is None
+    # Each version answered, in the order each first answered.
+    versions = list(dict.fromkeys(o.model_version for o in sorted(outcomes, key=lambda o: o.end) if o.kind == "ok"))
     return {
         **count(outcomes),
         "workers_replaced": reloaded,
         "master_alive": alive,
+        "versions": versions,
+        "last_version": max(outcomes, key=lambda o: o.end).model_version if outcomes else None,
+        "version_after_damaged_reload": damaged_kept,
         "failed_requests": sorted({o.error for o in outcomes if o.kind != "ok"}),
     }
 
@@ -320,13 +354,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     chosen = args.only or SCENARIOS
     logs = Path(tempfile.mkdtemp(prefix="churn-loadtest-"))
+    if "sighup" in chosen:
+        print("training a second model (C=0.1) for the reload...", flush=True)
+        new_model = train_model(logs / "model_C=0.1.bin", C=0.1)
     d, c = args.duration, args.concurrency
     scenarios = {
         "soak": lambda: soak(d, c, window=min(10, d / 3), warmup=2, log=logs / "soak.log"),
         "sigkill": lambda: sigkill(d, c, kill_at=d / 2, log=logs / "sigkill.log"),
         "sigterm": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm.log"),
         "sigterm-sync": lambda: sigterm(c, signal_at=min(5, d / 2), log=logs / "sigterm-sync.log", worker_class="sync"),
-        "sighup": lambda: sighup(d, c, signal_at=d / 2, log=logs / "sighup.log"),
+        "sighup": lambda: sighup(d, c, signal_at=d / 3, log=logs / "sighup.log", new_model=new_model),
         "recycle": lambda: recycle(d, c, max_requests=1000, log=logs / "recycle.log"),
     }
     print(f"gunicorn on 127.0.0.1, {c} concurrent connections, {d:g} s per scenario; server logs in {logs}")

@@ -311,7 +311,9 @@ def check_image_size(engine: Engine, image: str = IMAGE) -> str:
 def check_ready(container: Container) -> str:
     response = requests.get(f"{container.url}/health/ready", timeout=5)
     assert response.status_code == 200, f"/health/ready answered {response.status_code}: {response.text}"
-    assert response.json() == {"status": "ready"}, response.text
+    ready = response.json()
+    assert (ready["status"], ready["detail"]) == ("ready", []), response.text
+    assert ready["model_version"] == response.headers["X-Model-Version"], response.text
     return f"{container.url}/health/ready answers 200"
 
 

@@ -198,3 +198,11 @@ def big_files(tmp_path_factory, dataset_path):
         files[rows] = folder / f"customers-{rows}.csv"
         pacsv.write_csv(pa.concat_tables([table] * -(-rows // table.num_rows)).slice(0, rows), files[rows])
     return files
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory) -> Path:
+    """A second real model with its sidecar, trained by train.py at C=0.1: what a reload or a challenger serves."""
+    from devtools import train_model
+
+    return train_model(tmp_path_factory.mktemp("other-model") / "model_C=0.1.bin", C=0.1)

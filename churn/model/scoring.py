@@ -80,10 +80,7 @@ class LinearScorer:
         return sigmoid(z)
 
     def score_many(self, customers: list[dict]) -> list[float]:
-        n = len(customers)
-        columns = {field: (None, list(map(itemgetter(field), customers))) for field, _ in self.categorical}
-        columns |= {field: np.fromiter(map(itemgetter(field), customers), float, n) for field, _ in self.numeric}
-        return self.score_columns(columns).tolist()
+        return self.score_columns(columns_of(customers)).tolist()
 
     def score_columns(self, columns: dict) -> np.ndarray:
         """The probabilities of n customers given feature by feature, as churn.batch.chunks reads them.
@@ -103,6 +100,23 @@ class LinearScorer:
             return 1.0 / (1.0 + np.exp(-z))
 
 
+# Every accepted spelling of each category, in a fixed order, and each spelling's place in it.
+SPELLINGS = {field: tuple(spellings) for field, spellings in canonical_values().items()}
+SPELLING_CODES = {field: {spelling: code for code, spelling in enumerate(s)} for field, s in SPELLINGS.items()}
+NUMBERS = [f.name for f in FEATURES if not f.values]
+
+
+def columns_of(customers: list[dict]) -> dict:
+    """Cleaned customers (dicts by the model's names) as LinearScorer.score_columns reads them, each category as
+    codes into SPELLINGS: the one pass over the customers, which any number of scorers (a challenger's too) share."""
+    n = len(customers)
+    columns = {
+        field: (np.fromiter(map(codes.__getitem__, map(itemgetter(field), customers)), np.intp, n), SPELLINGS[field])
+        for field, codes in SPELLING_CODES.items()
+    }
+    return columns | {field: np.fromiter(map(itemgetter(field), customers), float, n) for field in NUMBERS}
+
+
 def make_scorer(dv, model) -> LinearScorer:
     check_vocabulary(dv)
     check_foldable(dv, model)
@@ -116,6 +130,7 @@ class ServedModel:
     path: Path
     sha256: str
     sklearn_version: str  # the version that pickled it (loading refuses any other)
+    C: float  # the logistic regression's inverse regularization strength, what train.py's --C sets
     scorer: LinearScorer
     training: dict | None  # the metrics train.py wrote beside the model, when present and usable
     explanation: dict | None  # the statistics churn.model.explain needs (train.py writes them with the metrics)
@@ -123,8 +138,10 @@ class ServedModel:
 
     @property
     def version(self) -> str:
-        """The model's short name in logs and reports: its file's content, so a retrained model is a new version."""
-        return self.sha256[:12]
+        """What names this model on every answer (X-Model-Version), in /model, the access log and the metrics:
+        its C and the start of its file's sha256, e.g. C=1.0-3f2a9c01b7e4. Only hex, digits and C=.-+, so it
+        goes into a header or a log line as it is."""
+        return f"C={self.C!r}-{self.sha256[:12]}"
 
 
 def load_served_model(path: Path) -> ServedModel:
@@ -133,6 +150,7 @@ def load_served_model(path: Path) -> ServedModel:
     sklearn_version = model._sklearn_version
     try:
         scorer = make_scorer(dv, model)
+        C = float(model.C)
     except ModelLoadError as e:
         raise ModelLoadError(f"model file {path}: {e}") from None
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
@@ -140,4 +158,4 @@ def load_served_model(path: Path) -> ServedModel:
         raise ModelLoadError(f"model file {path} does not hold a fitted pair ({e!r})") from None
     training, problem = read_sidecar(path)
     explanation = training.pop(EXPLANATION_KEY, None) if training else None
-    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training, explanation, problem)
+    return ServedModel(path, file_sha256(path), sklearn_version, C, scorer, training, explanation, problem)

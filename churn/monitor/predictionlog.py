@@ -65,7 +65,8 @@ class PredictionLog:
         """A new process's state: no queue, no writer (a fork keeps neither thread nor connection)."""
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
-        self.pending: deque = deque()  # (endpoint, unix time, prediction ids, customers, probabilities)
+        # (endpoint, unix time, prediction ids, customers, probabilities, the challenger's or None)
+        self.pending: deque = deque()
         self.held = 0  # customers queued or being written
         self.writer: threading.Thread | None = None
         self.hurry = False  # a flush wants the writer not to wait
@@ -84,7 +85,8 @@ class PredictionLog:
                 self.overflow(customers, bound=self.bound)
                 return
             # Not the answer's body, which can be megabytes: memory stays bounded by the customers held.
-            self.pending.append((endpoint, time.time(), answer.prediction_ids, answer.customers, answer.probabilities))
+            held = answer.prediction_ids, answer.customers, answer.probabilities, answer.challenger_probabilities
+            self.pending.append((endpoint, time.time(), *held))
             self.held += customers
             if self.held >= BATCH:
                 self.changed.notify_all()
@@ -120,13 +122,14 @@ class PredictionLog:
     def rows(self, batch: list, time_value) -> list[tuple]:
         """The store's rows (store.PREDICTION_COLUMNS) of the answers in batch, built a column at a time (C loops:
         map, itemgetter, zip), times made by time_value (the store's kind of time) once per answer."""
-        endpoints, times, ids, customers, probabilities = [], [], [], [], []
-        for endpoint, unix_time, answer_ids, answer_customers, answer_probabilities in batch:
+        endpoints, times, ids, customers, probabilities, challenger = [], [], [], [], [], []
+        for endpoint, unix_time, answer_ids, answer_customers, answer_probabilities, shadow in batch:
             endpoints += [endpoint] * len(answer_ids)
             times += [time_value(unix_time)] * len(answer_ids)
             ids += answer_ids
             customers += answer_customers
             probabilities += answer_probabilities
+            challenger += shadow or [None] * len(answer_ids)
         features = [
             list(map(SPELLINGS[name].__getitem__, column)) if name in SPELLINGS else column
             for name, column in ((name, list(map(itemgetter(name), customers))) for name in FEATURE_NAMES)
@@ -134,7 +137,7 @@ class PredictionLog:
         customer_ids = [None if i is None else str(i) for i in map(methodcaller("get", ID_COLUMN), customers)]
         decisions = [p >= self.threshold for p in probabilities]
         versions = [self.model_version] * len(ids)
-        columns = [ids, times, versions, endpoints, customer_ids, *features, probabilities, decisions]
+        columns = [ids, times, versions, endpoints, customer_ids, *features, probabilities, decisions, challenger]
         return list(zip(*columns, strict=True))
 
     def flush(self, timeout: float = EXIT_SECONDS) -> int:

@@ -24,6 +24,7 @@ PREDICTION_COLUMNS = [
     *FEATURE_NAMES,
     "probability",
     "decision",
+    "challenger_probability",
 ]
 OUTCOME_COLUMNS = ["prediction_id", "customer_id", "churned", "observed_at", "loaded_at"]
 

@@ -22,22 +22,32 @@ swagger_ui = get_swaggerui_blueprint(
 swagger_ui.open = True
 
 
+OBSERVER = "churn.observer"  # the RequestObserver, in app.extensions
+
+
 def create_app(model: ServedModel, settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
-    predictor = Predictor(model, settings)
+    predictor = Predictor.load(settings, model)
     app = Flask(__name__, static_folder=None)  # the web page's blueprint serves its own assets
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     for blueprint in (api, web, swagger_ui):
         app.register_blueprint(blueprint)
     errors.register(app, settings.max_body_bytes, logs.request_id)
-    app.extensions[PREDICTOR] = predictor
     app.extensions[DOCUMENT_KEY] = openapi_document(app, settings)
-    fast_paths = FastPaths(app, predictor.endpoints)
+    fast_paths = FastPaths(app)
     # The observer stays outermost, so that a 401 is logged and counted like any answer.
     guarded = ApiKeyAuth(fast_paths, settings.read_api_keys, app) if settings.api_keys else fast_paths
-    app.wsgi_app = RequestObserver(guarded, app.url_map)
+    app.wsgi_app = app.extensions[OBSERVER] = RequestObserver(guarded, app.url_map)
     # By name, for tests and benchmarks: the fast dispatcher, and the service without its request observation.
     app.extensions["churn.fast_paths"] = fast_paths
     app.extensions["churn.unobserved"] = guarded
+    serve(app, predictor)
     return app
+
+
+def serve(app: Flask, predictor: Predictor) -> None:
+    """Make predictor the one that answers: at start, and when a reload replaces it (churn.serve.reload)."""
+    app.extensions[PREDICTOR] = predictor
+    app.extensions["churn.fast_paths"].route(predictor.endpoints)
+    app.extensions[OBSERVER].model_version = predictor.model.version

@@ -41,12 +41,14 @@ JSON_HEADERS = ("Content-Type", "application/json")
 @dataclass(frozen=True)
 class Answer:
     """A 200 answer: its JSON body, and the customers it answers (cleaned, by the model's feature names) with their
-    probabilities and prediction ids, in order: what the monitoring after the answer observes."""
+    probabilities and prediction ids, in order: what the monitoring after the answer observes; with a shadow
+    challenger, its probabilities of the same customers (churn.monitor.challenger), which the body never shows."""
 
     body: bytes
     probabilities: list[float]
     prediction_ids: list[str]
     customers: list[dict]
+    challenger_probabilities: list[float] | None = None
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -65,14 +67,16 @@ class CustomerEndpoint:
     """An endpoint that takes one customer or an array of them and answers each in order.
 
     answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities;
-    their prediction ids); customers are keyed by the model's feature names. Every refusal is a ServiceError.
-    unavailable, when set, is the refusal every request gets instead (the model is not ready, or cannot explain).
-    prediction_log, when set, is given each answer under the endpoint's name (churn.monitor.predictionlog).
+    their prediction ids; the challenger's probabilities, or None); customers are keyed by the model's feature names.
+    Every refusal is a ServiceError. unavailable, when set, is the refusal every request gets instead (the model is
+    not ready, or cannot explain). prediction_log, when set, is given each answer under the endpoint's name
+    (churn.monitor.predictionlog); challenger, when set, counts each answer's challenger probabilities
+    (churn.monitor.challenger.Challenger).
     """
 
     def __init__(
         self,
-        answer: Callable[[list[dict], bool], tuple[bytes, list[float], list[str]]],
+        answer: Callable[[list[dict], bool], tuple[bytes, list[float], list[str], list[float] | None]],
         max_customers: int,
         max_body_bytes: int,
     ):
@@ -82,6 +86,7 @@ class CustomerEndpoint:
         self.unavailable: ServiceError | None = None
         self.name = ""
         self.prediction_log = None
+        self.challenger = None
         self.acceptors = {key: adapter.validate_json for key, adapter in exact_acceptors(max_customers).items()}
 
     def __call__(self, environ) -> Answer:
@@ -92,6 +97,8 @@ class CustomerEndpoint:
             raise ServiceError(415, errors.NOT_JSON)
         answer = self.respond(self.read_body(environ))
         metrics.observe_scores(answer.probabilities)
+        if answer.challenger_probabilities is not None:
+            self.challenger.observe(answer)
         if self.prediction_log is not None:
             self.prediction_log.put(self.name, answer)
         logs.count_customers(len(answer.probabilities))
@@ -108,11 +115,15 @@ class CustomerEndpoint:
             customers = None
         if customers is not None:
             try:
-                return Answer(*self.answer(customers, many), customers)
+                return self.answered(customers, many)
             except KeyError:  # a field missing: the fast acceptor leaves that to the cleaning, which words it
                 pass
         customers = self.clean(body, many)
-        return Answer(*self.answer(customers, many), customers)
+        return self.answered(customers, many)
+
+    def answered(self, customers: list[dict], many: bool) -> Answer:
+        body, probabilities, prediction_ids, challenger_probabilities = self.answer(customers, many)
+        return Answer(body, probabilities, prediction_ids, customers, challenger_probabilities)
 
     def read_body(self, environ) -> bytes:
         stream, limit = environ["wsgi.input"], self.max_body_bytes

@@ -138,9 +138,13 @@ CUSTOMER = {
 
 MODEL_CARD = {
     "type": "object",
-    "required": ["model_file", "sha256", "sklearn_version", "threshold", "features", "training"],
+    "required": ["model_file", "version", "sha256", "sklearn_version", "threshold", "features", "training"],
     "properties": {
         "model_file": {"type": "string"},
+        "version": {
+            "type": "string",
+            "description": "C and the start of the file's sha256, as every answer's X-Model-Version header says",
+        },
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Of the model file"},
         "sklearn_version": {"type": "string", "description": "The scikit-learn the model was pickled with"},
         "scorer": {"type": "string"},
@@ -154,6 +158,11 @@ MODEL_CARD = {
             "type": ["object", "null"],
             "description": "What train.py recorded beside the model (data sha256, CV and test AUC, parameters, "
             "library versions); null when it recorded nothing",
+        },
+        "challenger": {
+            "type": ["object", "null"],
+            "description": "The shadow challenger (CHURN_CHALLENGER_MODEL_FILE): its model_file and version; null "
+            "when there is none",
         },
     },
 }
@@ -178,6 +187,11 @@ REQUEST_ID_PARAMETER = {
 REQUEST_ID_HEADER = {
     "description": "The request's ID, as sent or as made by the service; its log line carries it",
     "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+}
+MODEL_VERSION_HEADER = {
+    "description": "The version of the model that served the request (its C and the start of its file's sha256), as "
+    "/model, the access log line and churn_model_info name it",
+    "schema": {"type": "string"},
 }
 
 
@@ -320,7 +334,23 @@ PING = _get("Liveness check of the course", {"text/plain": {"schema": {"type": "
 LIVE = _get("200 while the process runs", {"application/json": {"schema": _status("alive")}})
 _READY = _get(
     "200 once the model is loaded and a warm-up prediction succeeded, else 503",
-    {"application/json": {"schema": _status("ready")}},
+    {
+        "application/json": {
+            "schema": {
+                **_status("ready"),
+                "properties": {
+                    "status": {"const": "ready"},
+                    "model_version": {"type": "string", "description": "The model serving, as X-Model-Version"},
+                    "detail": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "What does not serve though the model does: a challenger left out, a "
+                        "model file a reload (SIGHUP) refused and why",
+                    },
+                },
+            }
+        }
+    },
 )
 
 
@@ -349,7 +379,10 @@ def _common(operation: dict, open: bool, api_keys: bool) -> dict:
     responses.setdefault("405", _error("Method not allowed on this path"))
     responses.setdefault("500", _error("Internal error: the message quotes the request ID"))
     for response in responses.values():
-        response["headers"] = {"X-Request-ID": {"$ref": "#/components/headers/RequestID"}}
+        response["headers"] = {
+            "X-Request-ID": {"$ref": "#/components/headers/RequestID"},
+            "X-Model-Version": {"$ref": "#/components/headers/ModelVersion"},
+        }
     return operation
 
 
@@ -380,7 +413,7 @@ def openapi_document(app, settings) -> dict:
                 "ModelCard": MODEL_CARD,
             },
             "parameters": {"RequestID": REQUEST_ID_PARAMETER},
-            "headers": {"RequestID": REQUEST_ID_HEADER},
+            "headers": {"RequestID": REQUEST_ID_HEADER, "ModelVersion": MODEL_VERSION_HEADER},
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

@@ -3,6 +3,7 @@
 A Predictor owns one customer endpoint per operation (churn.serve.endpoint: from a request's body to its answer's
 bytes); the web layer only routes requests to them. The warm-up sends the course's sample customer through those
 same endpoints before any request, so a model that loads but cannot answer is found at start, not by a client.
+A shadow challenger (churn.monitor.challenger), when configured, rides along on both endpoints.
 """
 
 import orjson
@@ -11,7 +12,8 @@ from churn import errors
 from churn.errors import ServiceError
 from churn.model.explain import ExplanationUnavailable, global_explanation, make_explainer
 from churn.model.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
-from churn.model.scoring import ServedModel, load_served_model
+from churn.model.scoring import ServedModel, columns_of, load_served_model
+from churn.monitor.challenger import Challenger, load_challenger
 from churn.monitor.ids import uuid7s
 from churn.monitor.predictionlog import PredictionLog
 from churn.serve.endpoint import CustomerEndpoint
@@ -26,10 +28,18 @@ def prediction_log(settings: Settings, model: ServedModel) -> PredictionLog | No
     return PredictionLog(settings.prediction_log, model.version, settings.threshold, settings.prediction_log_queue)
 
 
+# What an endpoint's answer function gives: the body, the probabilities, the prediction ids, the challenger's.
+Answered = tuple[bytes, list[float], list[str], list[float] | None]
+
+
 class Predictor:
-    def __init__(self, model: ServedModel, settings: Settings):
+    def __init__(self, model: ServedModel, settings: Settings, challenger: Challenger | None = None):
         self.model = model
+        self.settings = settings
         self.scorer = model.scorer
+        self.challenger = challenger
+        # What /health/ready's detail reports while the model serves: a challenger left out, a reload refused.
+        self.problems: list[str] = []
         self.threshold = settings.threshold
         self.max_customers = settings.max_customers
         limits = settings.max_customers, settings.max_body_bytes
@@ -46,10 +56,20 @@ class Predictor:
             self.explainer = None
             self.endpoints["explain"].unavailable = ServiceError(404, str(e))
         self.ready = self.warm_up()
+        for endpoint in self.endpoints.values():
+            endpoint.challenger = challenger
 
     @classmethod
-    def load(cls, settings: Settings) -> "Predictor":
-        return cls(load_served_model(settings.model_file), settings)
+    def load(cls, settings: Settings, model: ServedModel | None = None) -> "Predictor":
+        """The model (settings.model_file's unless given) with the challenger settings name, if it loads."""
+        model = model or load_served_model(settings.model_file)
+        challenger, problem = load_challenger(settings.challenger_model_file, settings.threshold)
+        predictor = cls(model, settings, challenger)
+        predictor.problems += [problem] if problem else []
+        return predictor
+
+    def served_models(self) -> dict[str, ServedModel | None]:
+        return {"champion": self.model, "challenger": self.challenger and self.challenger.model}
 
     def warm_up(self) -> bool:
         """The sample customer through each endpoint that can answer; False (and every request a 503) when the
@@ -62,9 +82,14 @@ class Predictor:
             self.endpoints["explain"].respond(SAMPLE_BODY)
         return ready
 
-    def probabilities(self, customers: list[dict]) -> list[float]:
-        scorer = self.scorer
-        return [scorer.score_one(customers[0])] if len(customers) == 1 else scorer.score_many(customers)
+    def probabilities(self, customers: list[dict]) -> tuple[list[float], list[float] | None]:
+        """The model's probabilities of the customers, and the challenger's (None without one). A batch is read
+        into columns once for both: the challenger then costs a few array operations, not a second pass."""
+        scorer, challenger = self.scorer, self.challenger and self.challenger.scorer
+        if len(customers) == 1:
+            return [scorer.score_one(customers[0])], challenger and [challenger.score_one(customers[0])]
+        columns = columns_of(customers)
+        return scorer.score_columns(columns).tolist(), challenger and challenger.score_columns(columns).tolist()
 
     def prediction(self, customer: dict, probability: float, prediction_id: str) -> dict:
         # The id, when sent, leads so that a batch answer can be matched to its customers.
@@ -74,26 +99,29 @@ class Predictor:
         answer["churn"] = probability >= self.threshold
         return answer
 
-    def predictions(self, customers: list[dict], many: bool) -> tuple[bytes, list[float], list[str]]:
-        """The answer's JSON, the probabilities and the prediction ids. orjson writes each float's shortest exact
-        text (what repr writes, read back to the same bits), and a whole batch in one call of compiled code."""
-        scored, ids = self.probabilities(customers), uuid7s(len(customers))
+    def predictions(self, customers: list[dict], many: bool) -> Answered:
+        """The answer's JSON, the probabilities, the prediction ids and the challenger's probabilities. orjson writes
+        each float's shortest exact text (what repr writes, read back to the same bits), and a whole batch in one
+        call of compiled code."""
+        (scored, shadow), ids = self.probabilities(customers), uuid7s(len(customers))
         answers = list(map(self.prediction, customers, scored, ids))
-        return orjson.dumps(answers if many else answers[0]), scored, ids
+        return orjson.dumps(answers if many else answers[0]), scored, ids, shadow
 
-    def explanations(self, customers: list[dict], many: bool) -> tuple[bytes, list[float], list[str]]:
+    def explanations(self, customers: list[dict], many: bool) -> Answered:
         """Each answer is the prediction's members, then the explanation's."""
-        scored, ids = self.probabilities(customers), uuid7s(len(customers))
+        (scored, shadow), ids = self.probabilities(customers), uuid7s(len(customers))
         answers = list(map(self.prediction, customers, scored, ids))
         if len(customers) > 1:
-            return self.explainer.answers_json(customers, answers), scored, ids
+            return self.explainer.answers_json(customers, answers), scored, ids, shadow
         answers[0].update(self.explainer.explain_one(customers[0]))
-        return orjson.dumps(answers if many else answers[0]), scored, ids
+        return orjson.dumps(answers if many else answers[0]), scored, ids, shadow
 
     def card(self) -> dict:
         model = self.model
+        challenger = self.challenger and self.challenger.model
         return {
             "model_file": model.path.name,
+            "version": model.version,
             "sha256": model.sha256,
             "sklearn_version": model.sklearn_version,
             "scorer": type(self.scorer).__name__,
@@ -101,4 +129,5 @@ class Predictor:
             "features": {f.name: {"description": f.description, **f.constraints()} for f in FEATURES},
             "training": model.training,
             "explanation": global_explanation(self.scorer),
+            "challenger": challenger and {"model_file": challenger.path.name, "version": challenger.version},
         }

@@ -81,9 +81,11 @@ def live():
 @api.get("/health/ready")
 @documented(openapi.READY, open=True)
 def ready():
-    if not predictor().ready:
+    served = predictor()
+    if not served.ready:
         raise ServiceError(503, errors.NOT_READY)
-    return {"status": "ready"}
+    # Ready, since the model serves; detail says what does not (a challenger left out, a reload refused).
+    return {"status": "ready", "model_version": served.model.version, "detail": served.problems}
 
 
 @api.get("/model")
@@ -95,7 +97,7 @@ def model_card():
 @api.get("/metrics")
 @documented(openapi.METRICS)
 def metrics_exposition():
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(predictor().served_models())
     return Response(body, content_type=content_type)
 
 

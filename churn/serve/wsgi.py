@@ -28,11 +28,14 @@ class FastPaths:
     Flask request hooks would be skipped here: while any is registered, every request goes through Flask.
     """
 
-    def __init__(self, app: Flask, endpoints: dict[str, CustomerEndpoint]):
-        """endpoints: by the name of the view that serves each (its Flask path)."""
+    def __init__(self, app: Flask):
         self.app, self.flask_wsgi_app = app, app.wsgi_app
-        named = {rule.endpoint.rpartition(".")[2]: rule.rule for rule in app.url_map.iter_rules()}
-        self.endpoints = {named[name]: endpoint for name, endpoint in endpoints.items()}  # by path
+        self.paths = {rule.endpoint.rpartition(".")[2]: rule.rule for rule in app.url_map.iter_rules()}
+        self.endpoints: dict[str, CustomerEndpoint] = {}  # by path
+
+    def route(self, endpoints: dict[str, CustomerEndpoint]) -> None:
+        """endpoints: by the name of the view that serves each (its Flask path)."""
+        self.endpoints = {self.paths[name]: endpoint for name, endpoint in endpoints.items()}
 
     def hooks(self) -> bool:
         app = self.app
@@ -67,10 +70,12 @@ def secured(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 class RequestObserver:
-    """Request ID, duration, metrics and the access log line, around every request."""
+    """Request ID, duration, metrics and the access log line, around every request; the served model's version
+    (churn.model.scoring.ServedModel.version) on every answer (X-Model-Version) and access line."""
 
     def __init__(self, wsgi_app, url_map):
         self.wsgi_app = wsgi_app
+        self.model_version = ""  # set by churn.serve.app.serve
         self.url_map = url_map
         self.fixed_paths = {rule.rule for rule in url_map.iter_rules() if not rule.arguments}
 
@@ -89,13 +94,14 @@ class RequestObserver:
         start = time.perf_counter()
         sent = environ.get("HTTP_X_REQUEST_ID", "")
         # random, not os.urandom: no system call, and reseeded in every forked worker
-        record = logs.RequestRecord(sent if REQUEST_ID.fullmatch(sent) else f"{random.getrandbits(128):032x}")
+        request_id = sent if REQUEST_ID.fullmatch(sent) else f"{random.getrandbits(128):032x}"
+        record = logs.RequestRecord(request_id, model_version=self.model_version)
         token = logs.current_request.set(record)
         status = []
 
         def start_with_id(status_line, headers, exc_info=None):
             status.append(status_line)
-            headers += (("X-Request-ID", record.id), NOSNIFF)
+            headers += (("X-Request-ID", record.id), NOSNIFF, ("X-Model-Version", record.model_version))
             return start_response(status_line, secured(headers), exc_info)
 
         try:

@@ -4,8 +4,11 @@ Only correctness is asserted (errors, failed requests, workers, memory growth, e
 timeout); throughput and latency are printed by `make loadtest`, never asserted.
 """
 
+import hashlib
+
 import pytest
 
+from devtools import MODEL_FILE
 from loadtest import run
 
 pytestmark = pytest.mark.slow
@@ -14,6 +17,12 @@ CONCURRENCY = 64
 # A worker's RSS moves by tens of KiB over a run; a leak of even 100 bytes a request grows it by megabytes
 # over `make loadtest`'s 30 s.
 RSS_NOISE_KIB = 2048
+
+
+def version(model_file) -> str:
+    """What X-Model-Version says of a model file that train.py wrote as model_C=<C>.bin."""
+    C = float(model_file.stem.removeprefix("model_C="))
+    return f"C={C!r}-{hashlib.sha256(model_file.read_bytes()).hexdigest()[:12]}"
 
 
 def show(figures: dict) -> dict:
@@ -63,10 +72,15 @@ def test_sigterm_completes_what_was_sent_then_refuses(tmp_path, worker_class):
     assert figures["non2xx"] == 0
 
 
-def test_sighup_reload_fails_no_request(tmp_path):
-    figures = show(run.sighup(duration=8, concurrency=CONCURRENCY, signal_at=3, log=tmp_path / "log"))
+def test_sighup_reloads_a_new_model_then_keeps_it_over_a_damaged_one_and_fails_no_request(tmp_path, other_model):
+    figures = show(
+        run.sighup(duration=10, concurrency=CONCURRENCY, signal_at=3, log=tmp_path / "log", new_model=other_model)
+    )
     assert figures["workers_replaced"] and figures["master_alive"], figures
     no_failures(figures)
+    old, new = (version(path) for path in (MODEL_FILE, other_model))
+    assert figures["versions"] == [old, new], figures
+    assert figures["last_version"] == new and figures["version_after_damaged_reload"] == new, figures
 
 
 @pytest.mark.parametrize("max_requests", [300])

@@ -7,15 +7,17 @@ from churn.model.schema import Problems, clean_customer
 from tests.helpers import customers
 
 
-def test_probes(server):
+def test_probes(server, served_model):
     ping = requests.get(f"{server.url}/ping", timeout=5)
     assert (ping.status_code, ping.text) == (200, "PONG")
     assert ping.headers["Content-Type"].startswith("text/plain")
-    for path, status in (("/health/live", "alive"), ("/health/ready", "ready")):
+    ready = {"status": "ready", "model_version": served_model.version, "detail": []}
+    for path, body in (("/health/live", {"status": "alive"}), ("/health/ready", ready)):
         response = requests.get(f"{server.url}{path}", timeout=5)
         assert response.status_code == 200
         assert response.headers["Content-Type"] == "application/json"
-        assert response.json() == {"status": status}
+        assert response.headers["X-Model-Version"] == served_model.version
+        assert response.json() == body
 
 
 def test_the_threshold_comes_from_the_environment(server, served_model):

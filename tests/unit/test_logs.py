@@ -12,8 +12,9 @@ def test_the_longest_access_line_fits_one_atomic_write(capsys, caplog):
     caplog.set_level(logging.INFO, logger="churn.access")
     logs.access_lines.flush()
     capsys.readouterr()
-    # Characters outside the BMP are the longest in JSON: 12 bytes each.
-    logs.log_request("\U0001f600" * 100, "/\U0001f600" * 10_000, 200, 1e9, logs.RequestRecord("r" * 128, 10**9))
+    # Characters outside the BMP are the longest in JSON: 12 bytes each. The longest version a float C makes.
+    record = logs.RequestRecord("r" * 128, 10**9, f"C={-2.2250738585072014e-308!r}-{'f' * 12}")
+    logs.log_request("\U0001f600" * 100, "/\U0001f600" * 10_000, 200, 1e9, record)
     logs.access_lines.flush()
     line = capsys.readouterr().out
     assert len(line.encode()) <= select.PIPE_BUF
@@ -25,7 +26,7 @@ def test_log_request_writes_one_json_line(capsys, caplog):
     caplog.set_level(logging.INFO, logger="churn.access")  # as configure_logging sets it in the service
     logs.access_lines.flush()
     capsys.readouterr()
-    logs.log_request("POST", '/a "b"\n\\c é', 422, 0.0012345, logs.RequestRecord("rid-1", 3))
+    logs.log_request("POST", '/a "b"\n\\c é', 422, 0.0012345, logs.RequestRecord("rid-1", 3, "C=0.1-0123456789ab"))
     assert capsys.readouterr().out == ""  # batched, until a flush
     logs.access_lines.flush()
     out = capsys.readouterr().out
@@ -33,6 +34,7 @@ def test_log_request_writes_one_json_line(capsys, caplog):
     entry = json.loads(out)
     assert entry["path"] == '/a "b"\n\\c é'
     assert (entry["status"], entry["duration_ms"], entry["customers"], entry["request_id"]) == (422, 1.234, 3, "rid-1")
+    assert entry["model_version"] == "C=0.1-0123456789ab"
 
 
 def test_access_lines_are_written_in_whole_lines_of_at_most_pipe_buf(monkeypatch):

@@ -65,7 +65,7 @@ import types
 from churn import metrics
 metrics.take_slot(types.SimpleNamespace(metrics_slot=3))
 metrics.observe_scores([0.05, 0.95, 0.95])
-print(metrics.exposition()[0].decode())
+print(metrics.exposition({})[0].decode())
 """
 
 

@@ -4,11 +4,13 @@ down (a folder that does not exist yet) filling the bounded queue, then coming b
 import sqlite3
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
 from churn.monitor.predictionlog import flush_all
 from churn.monitor.store import SCHEMA_VERSION, Store
 from churn.serve.app import create_app
+from churn.serve.routes import PREDICTOR
 from churn.settings import Settings
 from tests.helpers import customers, samples
 
@@ -51,7 +53,7 @@ def test_each_answered_customer_is_logged_with_its_id_features_and_answer(served
         assert row["probability"] == answer["churn_probability"] and row["decision"] == answer["churn"]
         assert row["customer_id"] == answer.get("customerID") and row["endpoint"] == endpoint
         assert {f.name: row[f.name] for f in FEATURES} == {f.name: customer[f.name] for f in FEATURES}
-        assert row["model_version"] == served_model.sha256[:12] == served_model.version
+        assert row["model_version"] == served_model.version
         assert row["challenger_probability"] is None
 
 
@@ -82,3 +84,15 @@ def test_a_log_url_of_another_kind_stops_the_start(url):
 
     with pytest.raises(SettingError, match="CHURN_PREDICTION_LOG must start with"):
         Settings(prediction_log=url)
+
+
+def test_a_challengers_probabilities_are_logged_beside_the_answers(served_model, other_model, tmp_path):
+    settings = Settings(prediction_log=f"sqlite:///{tmp_path / 'log.db'}", challenger_model_file=other_model)
+    app = create_app(served_model, settings)
+    endpoint = app.extensions[PREDICTOR].endpoints["predict"]
+    answer = endpoint(EnvironBuilder(method="POST", json=customers(5)).get_environ())
+    flush_all()
+    logged = {row["prediction_id"]: row for row in rows(tmp_path / "log.db")}
+    assert [logged[i]["challenger_probability"] for i in answer.prediction_ids] == answer.challenger_probabilities
+    assert [logged[i]["probability"] for i in answer.prediction_ids] == answer.probabilities
+    assert answer.challenger_probabilities != answer.probabilities  # C=0.1 is another model

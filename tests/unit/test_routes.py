@@ -42,6 +42,9 @@ def test_model_card(client, dataset_path, served_model):
     card = client.get("/model").get_json()
     assert card["model_file"] == MODEL_FILE.name
     assert card["sha256"] == hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
+    # The version: the C scikit-learn fitted with, and the start of the file's sha256.
+    assert card["version"] == f"C={load_model(MODEL_FILE)[1].C!r}-{card['sha256'][:12]}" == served_model.version
+    assert card["challenger"] is None
     assert card["threshold"] == 0.5
     training = json.loads(MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text())
     # The card reports the training metrics; the explanation statistics beside them serve /explain.

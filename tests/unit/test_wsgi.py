@@ -10,9 +10,10 @@ from churn.serve.wsgi import secured
     ("method", "path", "body"),
     [("POST", "/predict", SAMPLE_CUSTOMER), ("POST", "/predict", {}), ("GET", "/model", None), ("GET", "/", None)],
 )
-def test_every_answer_forbids_sniffing(client, method, path, body):
+def test_every_answer_forbids_sniffing_and_names_the_model(client, method, path, body, served_model):
     answer = client.open(path, method=method, json=body)
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["X-Model-Version"] == served_model.version
 
 
 @pytest.mark.parametrize("path", ["/", "/docs/", "/docs"])

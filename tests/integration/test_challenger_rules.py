@@ -1,0 +1,71 @@
+"""monitoring/challenger.rules.yml under Prometheus's own rule evaluator (promtool test rules): the PSI and
+agreement it records over a day are those churn.monitor.stability and plain counting give for the same counts."""
+
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from churn import metrics
+from churn.monitor.stability import psi
+from devtools import ROOT
+
+RULES = ROOT / "monitoring" / "challenger.rules.yml"
+HOURS = 24
+ROUNDING = 1e-9
+
+
+def rounded(value: float) -> float:
+    """What PromQL's round(value, ROUNDING) gives, computed as Prometheus computes it."""
+    inverse = 1 / ROUNDING
+    return math.floor(value * inverse + 0.5) / inverse
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_recorded_psi_and_agreement_are_the_services(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    # Customers per hour in each tenth, for each model; some bins empty in one model or both.
+    per_hour = {model: rng.integers(0, 40, len(metrics.PROBABILITY_BINS)) for model in metrics.SHADOW_MODELS}
+    per_hour["champion"][0] = per_hour["challenger"][0] = 0
+    per_hour["challenger"][9] = 0
+    agreed, disagreed = int(rng.integers(50, 100)), int(rng.integers(0, 50))
+    series = [
+        {
+            "series": f'churn_challenger_customers_total{{model="{model}",bin="{name}"}}',
+            "values": f"0+{count}x{HOURS}",
+        }
+        for model, counts in per_hour.items()
+        for name, count in zip(metrics.PROBABILITY_BINS, counts.tolist(), strict=True)
+    ]
+    series += [
+        {"series": f'churn_challenger_agreement_customers_total{{agree="{agree}"}}', "values": f"0+{n}x{HOURS}"}
+        for agree, n in (("true", agreed), ("false", disagreed))
+    ]
+    expected = {
+        "churn:challenger_psi:1d": psi(per_hour["champion"], per_hour["challenger"]),
+        "churn:challenger_agreement:1d": agreed / (agreed + disagreed),
+    }
+    test = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1h",
+        "tests": [
+            {
+                "interval": "1h",
+                "input_series": series,
+                "promql_expr_test": [
+                    # Rounded alike on both sides: the sums run in another order, so the last bit may differ.
+                    {
+                        "expr": f"round({name}, {ROUNDING})",
+                        "eval_time": "1d",
+                        "exp_samples": [{"labels": "{}", "value": rounded(value)}],
+                    }
+                    for name, value in expected.items()
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
