@@ -120,7 +120,7 @@ class Load:
             connection.request("POST", "/predict", BODY, headers)
             response = connection.getresponse()
             body = response.read()
-            kind = "ok" if 200 <= response.status < 300 and body.startswith(b'{"churn_probability"') else "non2xx"
+            kind = "ok" if 200 <= response.status < 300 and b'"churn_probability":' in body else "non2xx"
             error = "" if kind == "ok" else str(response.status)
             return Outcome(start, time.monotonic(), kind, request_id, error, response.getheader("X-Model-Version", ""))
         except (OSError, http.client.HTTPException) as e:
