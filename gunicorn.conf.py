@@ -79,6 +79,8 @@ def post_fork(server, worker):
 
 
 def worker_exit(server, worker):
+    from churn.monitor.live import flush
     from churn.serve.drain import drain
 
     drain(worker)
+    flush()  # the drift counts not yet handed to the metrics: a recycled worker's last second

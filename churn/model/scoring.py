@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from churn.model.data import clean_text, file_sha256
-from churn.model.modelfile import EXPLANATION_KEY, ModelLoadError, read_sidecar, unpickle_pair
+from churn.model.modelfile import EXPLANATION_KEY, REFERENCE_KEY, ModelLoadError, read_sidecar, unpickle_pair
 from churn.model.schema import FEATURES
 
 
@@ -70,6 +70,10 @@ class LinearScorer:
             for field, spellings in canonical_values().items()
         ]
         self.numeric = [(f.name, coef[f.name]) for f in FEATURES if not f.values]
+        self.category_codes = [
+            (field, {spelling: i for i, spelling in enumerate(weights)}, list(weights))
+            for field, weights in self.categorical
+        ]
 
     def score_one(self, customer: dict) -> float:
         z = self.intercept
@@ -80,10 +84,18 @@ class LinearScorer:
         return sigmoid(z)
 
     def score_many(self, customers: list[dict]) -> list[float]:
+        return self.score_columns(self.columns(customers)).tolist()
+
+    def columns(self, customers: list[dict]) -> dict:
+        """The customers feature by feature, as score_columns reads them: a category as (codes, its accepted
+        spellings), which the drift counts read too (churn.monitor)."""
         n = len(customers)
-        columns = {field: (None, list(map(itemgetter(field), customers))) for field, _ in self.categorical}
+        columns = {
+            field: (np.fromiter(map(code.__getitem__, map(itemgetter(field), customers)), np.intp, n), spellings)
+            for field, code, spellings in self.category_codes
+        }
         columns |= {field: np.fromiter(map(itemgetter(field), customers), float, n) for field, _ in self.numeric}
-        return self.score_columns(columns).tolist()
+        return columns
 
     def score_columns(self, columns: dict) -> np.ndarray:
         """The probabilities of n customers given feature by feature, as churn.batch.chunks reads them.
@@ -120,6 +132,7 @@ class ServedModel:
     training: dict | None  # the metrics train.py wrote beside the model, when present and usable
     explanation: dict | None  # the statistics churn.model.explain needs (train.py writes them with the metrics)
     sidecar_problem: str | None = None  # what is wrong with the sidecar, when it cannot be used
+    reference: dict | None = None  # the training split's profile drift is measured against (churn.monitor.drift)
 
 
 def load_served_model(path: Path) -> ServedModel:
@@ -135,4 +148,5 @@ def load_served_model(path: Path) -> ServedModel:
         raise ModelLoadError(f"model file {path} does not hold a fitted pair ({e!r})") from None
     training, problem = read_sidecar(path)
     explanation = training.pop(EXPLANATION_KEY, None) if training else None
-    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training, explanation, problem)
+    reference = training.pop(REFERENCE_KEY, None) if training else None
+    return ServedModel(path, file_sha256(path), sklearn_version, scorer, training, explanation, problem, reference)

@@ -41,11 +41,13 @@ JSON_HEADERS = ("Content-Type", "application/json")
 @dataclass(frozen=True)
 class Answer:
     """A 200 answer: its JSON body, and the customers it answers (cleaned, by the model's feature names) with their
-    probabilities, in order: what the monitoring after the answer observes."""
+    probabilities, in order, and for a batch its columns as the scorer read them: what the monitoring after the
+    answer observes."""
 
     body: bytes
     probabilities: list[float]
     customers: list[dict]
+    columns: dict | None = None
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -60,9 +62,10 @@ def is_json(content_type: str) -> bool:
 class CustomerEndpoint:
     """An endpoint that takes one customer or an array of them and answers each in order.
 
-    answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities);
-    customers are keyed by the model's feature names. Every refusal is a ServiceError. unavailable, when set, is
-    the refusal every request gets instead (the model is not ready, or cannot explain).
+    answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities;
+    a batch's columns as the scorer read them, or None); customers are keyed by the model's feature names. Every
+    refusal is a ServiceError. unavailable, when set, is the refusal every request gets instead (the model is not
+    ready, or cannot explain). drift, when set, counts the answered customers (churn.monitor.live).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class CustomerEndpoint:
         self.max_customers = max_customers
         self.max_body_bytes = max_body_bytes
         self.unavailable: ServiceError | None = None
+        self.drift = None
         self.acceptors = {key: adapter.validate_json for key, adapter in exact_acceptors(max_customers).items()}
 
     def __call__(self, environ) -> Answer:
@@ -85,6 +89,8 @@ class CustomerEndpoint:
             raise ServiceError(415, errors.NOT_JSON)
         answer = self.respond(self.read_body(environ))
         metrics.observe_scores(answer.probabilities)
+        if self.drift is not None:
+            self.drift.observe(answer.customers, answer.probabilities, answer.columns)
         logs.count_customers(len(answer.probabilities))
         return answer
 
@@ -99,11 +105,14 @@ class CustomerEndpoint:
             customers = None
         if customers is not None:
             try:
-                return Answer(*self.answer(customers, many), customers)
+                return self.answered(customers, many)
             except KeyError:  # a field missing: the fast acceptor leaves that to the cleaning, which words it
                 pass
-        customers = self.clean(body, many)
-        return Answer(*self.answer(customers, many), customers)
+        return self.answered(self.clean(body, many), many)
+
+    def answered(self, customers: list[dict], many: bool) -> Answer:
+        body, probabilities, columns = self.answer(customers, many)
+        return Answer(body, probabilities, customers, columns)
 
     def read_body(self, environ) -> bytes:
         stream, limit = environ["wsgi.input"], self.max_body_bytes
@@ -195,7 +204,10 @@ class CustomerEndpoint:
             customers = []
         if not customers:
             return ServiceError(422, errors.NO_CUSTOMERS)
-        return invalid_customers(problems) if problems.errors else customers
+        if not problems.errors:
+            return customers
+        metrics.count_refused(problems.fields)
+        return invalid_customers(problems)
 
 
 def repeated_keys(body: bytes, obj: dict) -> list[str]:

@@ -146,6 +146,12 @@ MODEL_CARD = {
             "description": "What train.py recorded beside the model (data sha256, CV and test AUC, parameters, "
             "library versions); null when it recorded nothing",
         },
+        "drift": {
+            "type": "object",
+            "required": ["counted"],
+            "description": "Whether /metrics counts the customers answered against the training split's profile "
+            "(reference, docs/monitoring.md), or why not (reason)",
+        },
     },
 }
 

@@ -12,6 +12,7 @@ from churn.errors import ServiceError
 from churn.model.explain import ExplanationUnavailable, global_explanation, make_explainer
 from churn.model.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
 from churn.model.scoring import ServedModel, load_served_model
+from churn.monitor.live import DriftCounts
 from churn.serve.endpoint import CustomerEndpoint
 from churn.settings import Settings
 
@@ -28,6 +29,10 @@ class Predictor:
             "predict": CustomerEndpoint(self.predictions, *limits),
             "explain": CustomerEndpoint(self.explanations, *limits),
         }
+        # Counting customers in the reference's bins (churn.monitor.live); off for a model without a reference.
+        self.drift, self.drift_problem = DriftCounts.of(model.reference)
+        for endpoint in self.endpoints.values():
+            endpoint.drift = self.drift
         try:
             self.explainer = make_explainer(model)
         except ExplanationUnavailable as e:  # /predict still serves; /explain says what to do
@@ -51,8 +56,15 @@ class Predictor:
         return ready
 
     def probabilities(self, customers: list[dict]) -> list[float]:
+        return self.scored(customers)[0]
+
+    def scored(self, customers: list[dict]) -> tuple[list[float], dict | None]:
+        """The probabilities, and for a batch its columns as the scorer read them (None for one customer)."""
         scorer = self.scorer
-        return [scorer.score_one(customers[0])] if len(customers) == 1 else scorer.score_many(customers)
+        if len(customers) == 1:
+            return [scorer.score_one(customers[0])], None
+        columns = scorer.columns(customers)
+        return scorer.score_columns(columns).tolist(), columns
 
     def prediction(self, customer: dict, probability: float) -> dict:
         # The id, when sent, leads so that a batch answer can be matched to its customers.
@@ -61,21 +73,22 @@ class Predictor:
         answer["churn"] = probability >= self.threshold
         return answer
 
-    def predictions(self, customers: list[dict], many: bool) -> tuple[bytes, list[float]]:
-        """The answer's JSON and the probabilities. orjson writes each float's shortest exact text (what repr
-        writes, read back to the same bits), and a whole batch in one call of compiled code."""
-        scored = self.probabilities(customers)
+    def predictions(self, customers: list[dict], many: bool) -> tuple[bytes, list[float], dict | None]:
+        """The answer's JSON, the probabilities and the batch's columns (scored). orjson writes each float's
+        shortest exact text (what repr writes, read back to the same bits), and a whole batch in one call of
+        compiled code."""
+        scored, columns = self.scored(customers)
         answers = list(map(self.prediction, customers, scored))
-        return orjson.dumps(answers if many else answers[0]), scored
+        return orjson.dumps(answers if many else answers[0]), scored, columns
 
-    def explanations(self, customers: list[dict], many: bool) -> tuple[bytes, list[float]]:
+    def explanations(self, customers: list[dict], many: bool) -> tuple[bytes, list[float], dict | None]:
         """Each answer is the prediction's members, then the explanation's."""
-        scored = self.probabilities(customers)
+        scored, columns = self.scored(customers)
         answers = list(map(self.prediction, customers, scored))
         if len(customers) > 1:
-            return self.explainer.answers_json(customers, answers), scored
+            return self.explainer.answers_json(customers, answers), scored, columns
         answers[0].update(self.explainer.explain_one(customers[0]))
-        return orjson.dumps(answers if many else answers[0]), scored
+        return orjson.dumps(answers if many else answers[0]), scored, columns
 
     def card(self) -> dict:
         model = self.model
@@ -88,4 +101,7 @@ class Predictor:
             "features": {f.name: {"description": f.description, **f.constraints()} for f in FEATURES},
             "training": model.training,
             "explanation": global_explanation(self.scorer),
+            "drift": {"counted": True, "reference": self.model.reference}
+            if self.drift
+            else {"counted": False, "reason": self.drift_problem},
         }

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, request
 
 from churn import errors, metrics
 from churn.errors import ServiceError
+from churn.monitor.live import flush as flush_drift_counts
 from churn.serve import openapi
 from churn.serve.predictor import Predictor
 
@@ -75,6 +76,7 @@ def model_card():
 @api.get("/metrics")
 @documented(openapi.METRICS)
 def metrics_exposition():
+    flush_drift_counts()  # this process's latest drift counts, not those of up to a second ago
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 

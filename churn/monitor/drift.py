@@ -1,0 +1,209 @@
+"""Drift against the training split: the reference profile train.py writes beside the model, the bins customers are
+counted in, and the population stability index (PSI) of their shares. docs/monitoring.md says how to read it.
+
+Each feature has bins: a category's are its categories (the model's spelling), a number's are ten, cut at the
+training split's deciles (bin i is [edge i, edge i+1), the first and last open-ended); the churn probability has ten
+bins cut the same way. The service counts the customers it answers in these bins (churn.monitor.live), score.py
+--drift a file's (churn.batch). Nothing here imports pandas or scikit-learn: the service uses it.
+"""
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from churn.model.data import clean_text
+from churn.model.schema import FEATURES, Feature
+
+SCORE = "churn_probability"  # the probability's name in a profile and a drift table
+BINS = 10
+NUMBER_BINS = tuple(str(i) for i in range(BINS))
+# evidently's get_binned_data: a share of 0 becomes 0.0001, or a millionth of the smallest share when that is smaller.
+EMPTY_SHARE, EMPTY_FRACTION = 0.0001, 1e-6
+# The usual reading of PSI (docs/monitoring.md): below 0.1 stable, up to 0.25 moderate, above significant.
+LEVELS = ((0.1, "stable"), (0.25, "moderate"), (math.inf, "significant"))
+
+
+class ReferenceUnavailable(Exception):
+    """The sidecar has no (usable) reference profile; the message says what is wrong."""
+
+
+def bins_of(feature: Feature) -> tuple[str, ...]:
+    """A feature's bin labels: its categories in the model's spelling, or the ten decile bins."""
+    return feature.clean_values if feature.categorical else NUMBER_BINS
+
+
+def series_keys() -> list[tuple[str, str]]:
+    """(feature name, bin) of every bin, features in the schema's order, then (SCORE, bin) of the probability's."""
+    return [(f.name, b) for f in FEATURES for b in bins_of(f)] + [(SCORE, b) for b in NUMBER_BINS]
+
+
+def decile_edges(values) -> list[float]:
+    """The nine inner edges of ten bins: the deciles of values."""
+    return np.quantile(np.asarray(values, float), np.arange(1, BINS) / BINS).tolist()
+
+
+def number_bins(values, edges) -> np.ndarray:
+    """Each value's bin: i where edge i <= value < edge i+1 (0 below the first edge, 9 from the last)."""
+    return np.searchsorted(edges, values, side="right")
+
+
+def number_bin(value: float, edges: list[float]) -> int:
+    """number_bins for one value, without numpy's overhead."""
+    return bisect_right(edges, value)
+
+
+def psi(reference, live) -> float:
+    """The population stability index Σ (live − reference) · ln(live / reference) over the bins, of two vectors of
+    counts or shares (each is divided by its sum). Bins empty on both sides are left out and a share of 0 is replaced
+    as evidently's get_binned_data replaces it, so this is evidently's PSI of the same bins. NaN when live is empty."""
+    reference, live = np.asarray(reference, float), np.asarray(live, float)
+    if live.sum() <= 0 or reference.sum() <= 0:
+        return math.nan
+    seen = (reference > 0) | (live > 0)
+    reference, live = _filled(reference[seen] / reference.sum()), _filled(live[seen] / live.sum())
+    return float(np.sum((live - reference) * np.log(live / reference)))
+
+
+def _filled(shares: np.ndarray) -> np.ndarray:
+    smallest = shares[shares > 0].min()
+    return np.where(shares > 0, shares, smallest * EMPTY_FRACTION if smallest <= EMPTY_SHARE else EMPTY_SHARE)
+
+
+def level(value: float) -> str:
+    if math.isnan(value):
+        return "no customers"
+    return next(name for bound, name in LEVELS if value < bound)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The training split's profile: for each feature, and for SCORE, its bins' edges (numbers) and shares."""
+
+    edges: dict[str, list[float]]  # a number's (and SCORE's) nine inner edges
+    shares: dict[str, list[float]]  # every feature's and SCORE's shares, in bins_of's order
+    mean_abs_contribution: dict[str, float]
+    rows: int
+
+    def bins(self, name: str) -> tuple[str, ...]:
+        return NUMBER_BINS if name == SCORE else bins_of(_FEATURE[name])
+
+    def share_list(self) -> list[float]:
+        """The shares in series_keys' order."""
+        return [share for name in [*_FEATURE, SCORE] for share in self.shares[name]]
+
+    def to_json(self) -> dict:
+        profile = {
+            name: ({"edges": self.edges[name]} if name in self.edges else {})
+            | {"bins": list(self.bins(name)), "shares": self.shares[name]}
+            for name in [*_FEATURE, SCORE]
+        }
+        return {
+            "background": "the training split the model is fitted on",
+            "rows": self.rows,
+            "bins": profile,
+            "mean_abs_contribution": self.mean_abs_contribution,
+        }
+
+    @classmethod
+    def from_json(cls, data) -> "Reference":
+        """The profile a sidecar holds, checked against the schema; ReferenceUnavailable saying what is wrong."""
+        try:
+            profile, rows, contributions = data["bins"], data["rows"], data["mean_abs_contribution"]
+            edges, shares = {}, {}
+            for name in [*_FEATURE, SCORE]:
+                entry = profile[name]
+                expected = list(NUMBER_BINS if name == SCORE else bins_of(_FEATURE[name]))
+                if entry["bins"] != expected:
+                    raise ReferenceUnavailable(f"has bins {entry['bins']} for {name}, not {expected}")
+                shares[name] = _shares(name, entry["shares"], len(expected))
+                if name == SCORE or not _FEATURE[name].categorical:
+                    edges[name] = _edges(name, entry["edges"])
+            if set(contributions) != set(_FEATURE):
+                raise ReferenceUnavailable("has mean contributions that do not match the model's features")
+            return cls(edges, shares, {name: float(contributions[name]) for name in _FEATURE}, int(rows))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ReferenceUnavailable(f"has a reference profile that cannot be read ({e!r})") from None
+
+
+_FEATURE = {f.name: f for f in FEATURES}
+SHARE_TOLERANCE = 1e-9
+
+
+def _shares(name: str, values, n: int) -> list[float]:
+    if not (isinstance(values, list) and len(values) == n and all(isinstance(x, float | int) for x in values)):
+        raise ReferenceUnavailable(f"has no {n} shares for {name}")
+    if min(values) < 0 or abs(math.fsum(values) - 1) > SHARE_TOLERANCE:
+        raise ReferenceUnavailable(f"has {name} shares {values}, not shares adding up to 1")
+    return [float(x) for x in values]
+
+
+def _edges(name: str, values) -> list[float]:
+    if not (isinstance(values, list) and len(values) == BINS - 1 and all(isinstance(x, float | int) for x in values)):
+        raise ReferenceUnavailable(f"has no {BINS - 1} bin edges for {name}")
+    if values != sorted(values):
+        raise ReferenceUnavailable(f"has {name} bin edges {values} out of order")
+    return [float(x) for x in values]
+
+
+def build_reference(frame, probabilities, mean_abs_contribution: dict[str, float]) -> Reference:
+    """The profile of a training split: frame[name] is a feature's cleaned values (a pandas DataFrame will do),
+    probabilities the model's on the same rows."""
+    edges, shares = {}, {}
+    for feature in FEATURES:
+        values = np.asarray(frame[feature.name])
+        if feature.categorical:
+            counts = [np.count_nonzero(values == v) for v in feature.clean_values]
+        else:
+            edges[feature.name] = decile_edges(values)
+            counts = np.bincount(number_bins(values.astype(float), edges[feature.name]), minlength=BINS)
+        shares[feature.name] = (np.asarray(counts) / len(values)).tolist()
+    edges[SCORE] = decile_edges(probabilities)
+    shares[SCORE] = (
+        np.bincount(number_bins(probabilities, edges[SCORE]), minlength=BINS) / len(probabilities)
+    ).tolist()
+    return Reference(edges, shares, dict(mean_abs_contribution), len(probabilities))
+
+
+def counts_of(reference: Reference, columns: dict, probabilities, rows=None) -> dict[str, np.ndarray]:
+    """Each feature's and SCORE's customers per bin, from columns as LinearScorer.score_columns reads them (a
+    category as (codes, spellings), or (None, spellings); a number as an array), counting only rows when given."""
+    counts = {}
+    for feature in FEATURES:
+        column = columns[feature.name]
+        if feature.categorical:
+            counts[feature.name] = _category_counts(feature, *column, rows)
+        else:
+            values = column if rows is None else column[rows]
+            counts[feature.name] = np.bincount(number_bins(values, reference.edges[feature.name]), minlength=BINS)
+    counts[SCORE] = np.bincount(number_bins(probabilities, reference.edges[SCORE]), minlength=BINS)
+    return counts
+
+
+def _category_counts(feature: Feature, codes, spellings, rows) -> np.ndarray:
+    if codes is None:
+        codes, spellings = _encoded(spellings)
+    if rows is not None:
+        codes = codes[rows]
+    per_spelling = np.bincount(codes, minlength=len(spellings)).tolist()
+    position = CATEGORY_BIN[feature.name]
+    counts = np.zeros(len(feature.clean_values), np.int64)
+    for spelling, n in zip(spellings, per_spelling, strict=True):
+        if n:
+            counts[position[spelling]] += n
+    return counts
+
+
+def _encoded(values: list) -> tuple[np.ndarray, list]:
+    spellings = list(dict.fromkeys(values))
+    code = {s: i for i, s in enumerate(spellings)}
+    return np.fromiter(map(code.__getitem__, values), np.intp, len(values)), spellings
+
+
+# For each category feature, every accepted spelling (the model's, the dataset's) -> its bin's place.
+CATEGORY_BIN = {
+    f.name: {spelling: f.clean_values.index(clean_text(spelling)) for spelling in f.accepted_values}
+    for f in FEATURES
+    if f.categorical
+}
