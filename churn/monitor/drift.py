@@ -207,3 +207,60 @@ CATEGORY_BIN = {
     for f in FEATURES
     if f.categorical
 }
+
+
+def added(total: dict | None, counts: dict) -> dict:
+    """Two runs' counts per bin summed (total None: counts alone)."""
+    return dict(counts) if total is None else {name: total[name] + counts[name] for name in counts}
+
+
+TABLE_COLUMNS = ("feature", "psi", "level", "bin", "range", "reference_share", "share", "customers")
+
+
+def drift_table(reference: Reference, counts: dict) -> list[dict]:
+    """One row per bin of every feature and of SCORE: the feature's PSI and its level (repeated on each of its
+    rows), the bin, its values, the training share, the share counted and the customers; largest PSI first."""
+    rows = []
+    for name in [*_FEATURE, SCORE]:
+        customers = np.asarray(counts[name])
+        value = psi(reference.shares[name], customers)
+        total = customers.sum()
+        for i, bin_ in enumerate(reference.bins(name)):
+            rows.append(
+                {
+                    "feature": name,
+                    "psi": value,
+                    "level": level(value),
+                    "bin": bin_,
+                    "range": bin_range(reference.edges[name], i) if name in reference.edges else bin_,
+                    "reference_share": reference.shares[name][i],
+                    "share": customers[i] / total if total else math.nan,
+                    "customers": int(customers[i]),
+                }
+            )
+    return sorted(rows, key=lambda row: -row["psi"] if not math.isnan(row["psi"]) else 0)
+
+
+def bin_range(edges: list[float], i: int) -> str:
+    """A number bin's values: [low, high), the first and last open-ended."""
+    if i == 0:
+        return f"< {edges[0]:g}"
+    if i == len(edges):
+        return f">= {edges[-1]:g}"
+    return f"[{edges[i - 1]:g}, {edges[i]:g})"
+
+
+def write_drift_table(path, rows: list[dict]) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def drift_summary(rows: list[dict]) -> str:
+    """One line: each feature at a level other than stable, with its PSI."""
+    moved = {row["feature"]: (row["psi"], row["level"]) for row in rows if row["level"] != "stable"}
+    listed = ", ".join(f"{name} {value:.3f} ({name_level})" for name, (value, name_level) in moved.items())
+    return f"drift: every feature stable (PSI < {LEVELS[0][0]})" if not moved else f"drift: {listed}"
