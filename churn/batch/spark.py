@@ -144,6 +144,8 @@ def mark_frame(
 
     source = df.select(*map(_quoted, dict.fromkeys(keep + plan.columns)))
     kept = [source.schema[name] for name in keep]
+    if reference:  # the count lines have none of them (the row number is otherwise never null)
+        kept = [StructField(field.name, field.dataType, True) for field in kept]
     text = [StructField(REASON.format(i + 1), StringType()) for i in range(reasons)]
     problem = [StructField(name, StringType()) for name in REJECT_COLUMNS]
     schema = StructType(

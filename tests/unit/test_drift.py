@@ -195,7 +195,8 @@ def test_random_values_leave_the_series_unchanged(client, reference):
     moved = ("churn_feature_customers_total", (("bin", "month-to-month"), ("feature", "contract")))
     assert after[moved] > before[moved]
     shares = {k: v for k, v in after.items() if k[0] == "churn_feature_reference_share"}
-    assert shares[("churn_feature_reference_share", (("bin", "2"), ("feature", "tenure")))] == reference.shares[
-        "tenure"
-    ][2]
+    assert (
+        shares[("churn_feature_reference_share", (("bin", "2"), ("feature", "tenure")))]
+        == reference.shares["tenure"][2]
+    )
     assert len(shares) == len(live.SERIES) - 10
