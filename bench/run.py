@@ -43,6 +43,9 @@ TITLES = {
     "floor": "floor (Flask, constant)",
     "unobserved": "this service, unobserved",
 }
+# Started and driven like the others, reported only in the targets: this service without its drift counts.
+UNDRIFTED = "undrifted"
+APPS = SERVICES | {UNDRIFTED: "bench.undrifted:app"}
 IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "unobserved": "bench.unobserved"}
 
 
@@ -227,7 +230,7 @@ def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes
         # worker recycling, timeouts, the metrics folder). stdout (our one JSON line per request) goes to
         # /dev/null: writing it stays inside the measurement.
         process = subprocess.Popen(
-            gunicorn_command(port, workers, SERVICES[name]),
+            gunicorn_command(port, workers, APPS[name]),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -455,6 +458,7 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     batch = Summary.of(results["batch"])
     raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
     explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
+    undrifted, undrifted_batch = Summary.of(results["undrifted_single"]), Summary.of(results["undrifted_batch"])
     ours, classic, floor, unobserved = (single[k] for k in ("ours", "classic", "floor", "unobserved"))
     n = args.rounds
     lines = [
@@ -514,6 +518,20 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             ours.rps / unobserved.rps,
             by_cpu["unobserved"],
             0.95,
+            True,
+        ),
+        (
+            "drift counts, one customer: requests/s vs without them",
+            ours.rps / undrifted.rps,
+            undrifted.cpu / ours.cpu,
+            0.95,
+            True,
+        ),
+        (
+            f"drift counts, {BATCH_SIZE:,}-customer batches: customers/s vs without them",
+            batch.rps / undrifted_batch.rps,
+            undrifted_batch.cpu / batch.cpu,
+            0.9,
             True,
         ),
         (
@@ -613,12 +631,13 @@ def main(argv=None) -> int:
                 endpoint = "/explain" if kind.startswith("explain") else "/predict"
                 (tmp / f"{kind}.lua").write_text(WRK_SCRIPT.format(path=tmp / f"{kind}.json", endpoint=endpoint))
                 scripts[kind] = tmp / f"{kind}.lua"
-            for name in SERVICES:
+            for name in APPS:
                 servers[name] = start_server(name, args.workers, env, tmp, single)
             check_answers(servers, single, batch, raw_batch)
             # The plan: one customer to each app in turn, then our batches and the dataset's rows, round after round.
             plan = [(name, name, "single") for name in SERVICES] + [("batch", "ours", "batch")]
             plan += [(kind, "ours", kind) for kind in ("raw_single", "raw_batch", "explain_single", "explain_batch")]
+            plan += [("undrifted_single", UNDRIFTED, "single"), ("undrifted_batch", UNDRIFTED, "batch")]
             print("warming up...", file=sys.stderr)
             for _, name, kind in plan:
                 run_wrk(wrk, servers[name], scripts[kind], 1, args)
