@@ -9,9 +9,12 @@ killed outright loses at most its last second of counts.
 """
 
 import logging
+import operator
 import os
 import threading
 import time
+
+import numpy as np
 
 from churn import metrics
 from churn.model.schema import FEATURES
@@ -111,14 +114,11 @@ class DriftCounts:
         if columns is None:
             self.observe_one(customers[0], probabilities[0])
             return
-        counts = counts_of(self.reference, columns, probabilities)
+        # counts_of gives the features in the schema's order, then SCORE: SERIES' order.
+        added = np.concatenate(list(counts_of(self.reference, columns, probabilities).values())).tolist()
         pending = _pending
         with pending.lock:
-            totals = pending.counts
-            for name, bins in counts.items():
-                offset = self.offsets[name]
-                for i, n in enumerate(bins.tolist()):
-                    totals[offset + i] += n
+            pending.counts = list(map(operator.add, pending.counts, added))
         if not pending.flushing:
             pending.start()
 
