@@ -645,7 +645,8 @@ def main(argv=None) -> int:
                 run_wrk(wrk, servers[name], scripts[kind], 1, args)
             results = {key: [] for key, _, _ in plan}
             for round_ in range(1, args.rounds + 1):
-                for key, name, kind in plan:
+                # Every other round in reverse: no app always runs right after the same one (the drift pairs).
+                for key, name, kind in plan if round_ % 2 else plan[::-1]:
                     run = run_wrk(wrk, servers[name], scripts[kind], args.duration, args)
                     results[key].append(run)
                     print(
