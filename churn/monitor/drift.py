@@ -8,7 +8,6 @@ bins cut the same way. The service counts the customers it answers in these bins
 """
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +46,6 @@ def decile_edges(values) -> list[float]:
 def number_bins(values, edges) -> np.ndarray:
     """Each value's bin: i where edge i <= value < edge i+1 (0 below the first edge, 9 from the last)."""
     return np.searchsorted(edges, values, side="right")
-
-
-def number_bin(value: float, edges: list[float]) -> int:
-    """number_bins for one value, without numpy's overhead."""
-    return bisect_right(edges, value)
 
 
 def psi(reference, live) -> float:

@@ -13,6 +13,7 @@ import operator
 import os
 import threading
 import time
+from bisect import bisect_right
 
 import numpy as np
 
@@ -24,7 +25,6 @@ from churn.monitor.drift import (
     Reference,
     ReferenceUnavailable,
     counts_of,
-    number_bin,
     series_keys,
 )
 
@@ -128,9 +128,9 @@ class DriftCounts:
             totals = pending.counts
             for name, position in self.categories:
                 totals[position[customer[name]]] += 1
-            for name, edges, offset in self.numbers:
-                totals[offset + number_bin(customer[name], edges)] += 1
+            for name, edges, offset in self.numbers:  # drift.number_bins' bin, for one value
+                totals[offset + bisect_right(edges, customer[name])] += 1
             edges, offset = self.score
-            totals[offset + number_bin(probability, edges)] += 1
+            totals[offset + bisect_right(edges, probability)] += 1
         if not pending.flushing:
             pending.start()
