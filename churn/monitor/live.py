@@ -15,8 +15,6 @@ import threading
 import time
 from bisect import bisect_right
 
-import numpy as np
-
 from churn import metrics
 from churn.model.schema import FEATURES
 from churn.monitor.drift import (
@@ -24,7 +22,7 @@ from churn.monitor.drift import (
     SCORE,
     Reference,
     ReferenceUnavailable,
-    counts_of,
+    series_counts,
     series_keys,
 )
 
@@ -114,8 +112,7 @@ class DriftCounts:
         if columns is None:
             self.observe_one(customers[0], probabilities[0])
             return
-        # counts_of gives the features in the schema's order, then SCORE: SERIES' order.
-        added = np.concatenate(list(counts_of(self.reference, columns, probabilities).values())).tolist()
+        added = series_counts(self.reference, columns, probabilities).tolist()
         pending = _pending
         with pending.lock:
             pending.counts = list(map(operator.add, pending.counts, added))
