@@ -108,11 +108,12 @@ class DriftCounts:
             return None, problem
 
     def observe(self, customers: list[dict], probabilities: list[float], columns: dict | None) -> None:
-        """One customer counted in plain Python; a batch (columns, as the scorer read them) with numpy."""
+        """One customer counted in plain Python; a batch (columns, as the scorer read them, and its probabilities as an
+        array under SCORE when it has them) with numpy."""
         if columns is None:
             self.observe_one(customers[0], probabilities[0])
             return
-        added = series_counts(self.reference, columns, probabilities).tolist()
+        added = series_counts(self.reference, columns, columns.get(SCORE, probabilities)).tolist()
         pending = _pending
         with pending.lock:
             pending.counts = list(map(operator.add, pending.counts, added))

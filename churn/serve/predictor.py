@@ -12,6 +12,7 @@ from churn.errors import ServiceError
 from churn.model.explain import ExplanationUnavailable, global_explanation, make_explainer
 from churn.model.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
 from churn.model.scoring import ServedModel, load_served_model
+from churn.monitor.drift import SCORE
 from churn.monitor.live import DriftCounts
 from churn.serve.endpoint import CustomerEndpoint
 from churn.settings import Settings
@@ -59,12 +60,14 @@ class Predictor:
         return self.scored(customers)[0]
 
     def scored(self, customers: list[dict]) -> tuple[list[float], dict | None]:
-        """The probabilities, and for a batch its columns as the scorer read them (None for one customer)."""
+        """The probabilities, and for a batch its columns as the scorer read them with the probabilities as an
+        array under SCORE (what the drift counts read, churn.monitor.live); None for one customer."""
         scorer = self.scorer
         if len(customers) == 1:
             return [scorer.score_one(customers[0])], None
         columns = scorer.columns(customers)
-        return scorer.score_columns(columns).tolist(), columns
+        probabilities = scorer.score_columns(columns)
+        return probabilities.tolist(), columns | {SCORE: probabilities}
 
     def prediction(self, customer: dict, probability: float) -> dict:
         # The id, when sent, leads so that a batch answer can be matched to its customers.
