@@ -97,9 +97,12 @@ def post_fork(server, worker):
 
 
 def worker_exit(server, worker):
+    from churn.monitor.live import flush as flush_drift_counts
     from churn.monitor.predictionlog import flush_all
     from churn.serve.drain import drain
 
     drain(worker)
-    # The answers given are in the log before the worker goes (SIGTERM, SIGHUP and recycling all end here).
+    # What the worker answered is counted and logged before it goes (SIGTERM, SIGHUP and recycling all end here):
+    # the drift counts of its last second, and the prediction log's queue.
+    flush_drift_counts()
     flush_all()

@@ -2,7 +2,7 @@
 
 python score.py INPUT [--output OUTPUT] [--model model_C=1.0.bin] [--id-column customerID]
                       [--threshold 0.5] [--explain N] [--sep ,|;|tab] [--decimal .|,]
-                      [--engine local|spark] [--master URL] [--verbose]
+                      [--engine local|spark] [--master URL] [--verbose] [--drift TABLE.csv]
 
 INPUT is CSV or Parquet with the dataset's columns, in any spelling the API accepts (other columns are ignored).
 A CSV may be separated by commas, semicolons or tabs (found from its header, or --sep) and write decimal commas
@@ -15,6 +15,10 @@ with the row, id, field, value, message and what is allowed. Text cells a spread
 prefixed with ' in both CSV files (docs/batch.md). Neither file may be INPUT: that is refused before anything is read.
 --engine spark runs the same scorer on Spark: local[*], or the cluster spark-submit names (OUTPUT is then a folder);
 Spark's own log goes to a file (named on failure) unless --verbose.
+--drift TABLE.csv also compares the scored rows with the training split the model was fitted on: TABLE.csv has a
+line per bin of every feature and of the churn probability (feature, psi, level, bin, range, reference_share, share,
+customers), the features with the largest PSI first; below 0.1 is stable, 0.1 to 0.25 moderate, above significant
+(docs/monitoring.md).
 Exit status: 0 every row scored, 1 some rows rejected (the others are scored), 2 nothing scored (bad arguments,
 a missing column, an unreadable input or model, an output that cannot be written or would replace INPUT), with
 one line saying why.
@@ -27,9 +31,18 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from churn.batch.chunks import SEPARATORS, InputError, Progress, check_paths, default_output, score_file
+from churn.batch.chunks import (
+    SEPARATORS,
+    InputError,
+    Progress,
+    check_paths,
+    default_output,
+    same_file,
+    score_file,
+)
 from churn.model.explain import MAX_REASONS, ExplanationUnavailable, make_explainer
 from churn.model.scoring import ModelLoadError, load_served_model
+from churn.monitor.drift import Reference, ReferenceUnavailable, drift_summary, drift_table, write_drift_table
 
 MODEL_FILE = Path(__file__).resolve().parent / "model_C=1.0.bin"
 ALL_SCORED, SOME_REJECTED, FAILED = 0, 1, 2
@@ -59,6 +72,7 @@ def parse_args(argv=None):
         "--master", help="Spark master (default: local[*], or the one spark-submit sets); with --engine spark"
     )
     parser.add_argument("--verbose", action="store_true", help="show Spark's own log (--engine spark)")
+    parser.add_argument("--drift", type=Path, metavar="TABLE.csv", help="also write the file's drift (PSI) table here")
     return parser.parse_args(argv)
 
 
@@ -75,8 +89,9 @@ def main(argv=None) -> int:
     output = args.output or default_output(args.input)
     try:
         check_paths(args.input, output, folders=args.engine == "spark")  # before the model, the input or Spark
+        reference = drift_reference(args)
         if args.engine == "spark":
-            summary = score_on_spark(args, output)
+            summary = score_on_spark(args, output, reference)
         else:
             compact_memory()
             model = load_served_model(args.model)
@@ -92,15 +107,36 @@ def main(argv=None) -> int:
                 Progress(),
                 args.sep,
                 args.decimal,
+                reference,
             )
-    except (InputError, ModelLoadError, ExplanationUnavailable) as e:
+        if reference is not None:
+            rows = drift_table(reference, summary.counts)
+            write_drift_table(args.drift, rows)
+    except (InputError, ModelLoadError, ExplanationUnavailable, ReferenceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return FAILED
+    except OSError as e:
+        print(f"error: cannot write the drift table {args.drift}: {e.strerror}", file=sys.stderr)
+        return FAILED
     print(summary.line())
+    if reference is not None:
+        print(f"{drift_summary(rows)}; the table is in {args.drift}")
     return SOME_REJECTED if summary.rejected else ALL_SCORED
 
 
-def score_on_spark(args, output):
+def drift_reference(args) -> Reference | None:
+    """The model's reference profile when --drift asks for it; ReferenceUnavailable when the model has none."""
+    if args.drift is None:
+        return None
+    if same_file(args.drift, args.input):
+        raise InputError(f"--drift {args.drift} is the input: give the table another name")
+    model = load_served_model(args.model)
+    if model.reference is None:
+        raise ReferenceUnavailable(f"{args.model}'s sidecar has no reference profile: retrain it with train.py")
+    return Reference.from_json(model.reference)
+
+
+def score_on_spark(args, output, reference):
     """score_path's summary; an error Spark reports (a path it cannot read, say) as an InputError naming the log."""
     from pyspark.errors import PySparkException  # pyspark is imported only with --engine spark
 
@@ -118,6 +154,7 @@ def score_on_spark(args, output):
             separator=args.sep,
             decimal=args.decimal,
             verbose=args.verbose,
+            reference=reference,
         )
     except PySparkException as e:
         where = "" if args.verbose else f" (Spark's own log: {LOG_FILE})"

@@ -15,18 +15,20 @@ import sklearn
 from sklearn.metrics import roc_auc_score
 
 from churn.model import data
-from churn.model.modelfile import EXPLANATION_KEY, sidecar_path
+from churn.model.modelfile import EXPLANATION_KEY, REFERENCE_KEY, sidecar_path
 from churn.model.training import (
     FIT_RTOL,
     cross_validate,
     encode,
     explanation_stats,
     fit,
+    mean_abs_contributions,
     predict,
     same_fit,
     save_model,
     split,
 )
+from churn.monitor.drift import build_reference
 
 
 def parse_args(argv=None):
@@ -80,6 +82,7 @@ def main(argv=None):
         print(f"kept {output}: it holds this fit (the same state, coefficients within {FIT_RTOL:g})")
     else:
         save_model(output, dv, model)
+    X_full_train = encode(df_full_train, dv)
     metrics = {
         "model_file": output.name,
         "data_sha256": data.file_sha256(data_path),
@@ -100,7 +103,11 @@ def main(argv=None):
             "pandas": pd.__version__,
         },
         # What /explain needs: the means of the model's columns over the split it was fitted on.
-        EXPLANATION_KEY: explanation_stats(dv, encode(df_full_train, dv)),
+        EXPLANATION_KEY: explanation_stats(dv, X_full_train),
+        # What drift is measured against (docs/monitoring.md): the same split's distributions.
+        REFERENCE_KEY: build_reference(
+            df_full_train, model.predict_proba(X_full_train)[:, 1], mean_abs_contributions(dv, model, X_full_train)
+        ).to_json(),
     }
     sidecar = sidecar_path(output)
     sidecar.write_text(json.dumps(metrics, indent=2) + "\n")

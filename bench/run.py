@@ -75,6 +75,9 @@ DIRECT = [name for name, app in SERVICES.items() if not app.behind_nginx]
 PROXIED = [name for name, app in SERVICES.items() if app.behind_nginx]
 IMPORTS = {"ours": "predict", "classic": "bench.classic", "floor": "bench.floor", "bare": "bench.bare"}
 IMPORTS |= {"unobserved": "bench.unobserved", "challenger": "bench.challenger"}
+# Started and driven like the others, reported only in the targets: this service without its drift counts.
+UNDRIFTED = "undrifted"
+APPS = SERVICES | {UNDRIFTED: App("bench.undrifted:app", "this service without its drift counts", DEFAULT)}
 
 
 class BenchError(Exception):
@@ -263,7 +266,7 @@ def post(url: str, body: bytes, timeout: float = 10, parse: bool = True) -> tupl
 
 def start_server(name: str, workers: int, env: dict, log_dir: Path, probe: bytes) -> Server:
     """The app under gunicorn, and behind an nginx of its own if it is one of PROXIED; stop it with Server.stop()."""
-    app = SERVICES[name]
+    app = APPS[name]
     port = free_port()
     log_path = log_dir / f"{name}.log"
     if app.worker_class is not DEFAULT:
@@ -516,6 +519,7 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     ours_nginx, ours_sync_nginx, classic_nginx = (single[k] for k in PROXIED)
     settings = Settings.from_env()
     model = f"{settings.worker_class} ({settings.threads} threads)" if settings.worker_class == "gthread" else "sync"
+    undrifted, undrifted_batch = Summary.of(results["undrifted_single"]), Summary.of(results["undrifted_batch"])
     n = args.rounds
     empty = ("",) * (len(DIRECT) - 1)
     lines = [
@@ -631,6 +635,20 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
             True,
         ),
         (
+            "drift counts, one customer: requests/s vs without them",
+            ours.rps / undrifted.rps,
+            undrifted.cpu / ours.cpu,
+            0.95,
+            True,
+        ),
+        (
+            f"drift counts, {BATCH_SIZE:,}-customer batches: customers/s vs without them",
+            batch.rps / undrifted_batch.rps,
+            undrifted_batch.cpu / batch.cpu,
+            0.9,
+            True,
+        ),
+        (
             f"{BATCH_SIZE:,}-customer batches: customers/s vs one-customer requests/s",
             batch.rps * BATCH_SIZE / ours.rps,
             by_cpu["batch"],
@@ -727,11 +745,14 @@ def main(argv=None) -> int:
                 endpoint = "/explain" if kind.startswith("explain") else "/predict"
                 (tmp / f"{kind}.lua").write_text(WRK_SCRIPT.format(path=tmp / f"{kind}.json", endpoint=endpoint))
                 scripts[kind] = tmp / f"{kind}.lua"
-            for name in SERVICES:
+            for name in APPS:
                 servers[name] = start_server(name, args.workers, env, tmp, single)
             check_answers(servers, single, batch, raw_batch)
             # The plan: one customer to each app in turn, then our batches and the dataset's rows, round after round.
-            plan = [(name, name, "single") for name in SERVICES] + [("batch", "ours", "batch")]
+            # Without the drift counts right after with them: the closest in time, the fairest ratio.
+            plan = [(name, name, "single") for name in SERVICES]
+            plan.insert(1, ("undrifted_single", UNDRIFTED, "single"))
+            plan += [("batch", "ours", "batch"), ("undrifted_batch", UNDRIFTED, "batch")]
             plan += [("challenger_batch", "challenger", "batch")]
             plan += [(kind, "ours", kind) for kind in ("raw_single", "raw_batch", "explain_single", "explain_batch")]
             print("warming up...", file=sys.stderr)
@@ -739,7 +760,8 @@ def main(argv=None) -> int:
                 run_wrk(wrk, servers[name], scripts[kind], 1, args)
             results = {key: [] for key, _, _ in plan}
             for round_ in range(1, args.rounds + 1):
-                for key, name, kind in plan:
+                # Every other round in reverse: no app always runs right after the same one (the drift pairs).
+                for key, name, kind in plan if round_ % 2 else plan[::-1]:
                     run = run_wrk(wrk, servers[name], scripts[kind], args.duration, args)
                     results[key].append(run)
                     print(

@@ -1,7 +1,8 @@
 """Prometheus metrics behind a façade, on prometheus_client's public API, correct across gunicorn workers.
 
-The rest of the service calls observe_request(), observe_scores(), observe_challenger() and exposition(), and
-gunicorn.conf.py the worker hooks: which library keeps the numbers is this module's business alone.
+The rest of the service calls observe_request(), observe_scores(), observe_challenger(), drift_series(),
+count_refused() and exposition(), and gunicorn.conf.py the worker hooks: which library keeps the numbers is this
+module's business alone.
 
 prometheus_client decides at import whether values live in per-process files: gunicorn.conf.py sets
 PROMETHEUS_MULTIPROC_DIR before the app is imported, and /metrics then sums every worker's files. Without it
@@ -18,6 +19,7 @@ import bisect
 import itertools
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 from prometheus_client import (
@@ -32,6 +34,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from churn.model.schema import FEATURES, OTHER
+from churn.monitor.drift import SCORE
 from churn.monitor.stability import psi
 from churn.settings import Settings
 
@@ -111,6 +115,23 @@ AGREEMENT = Counter(
     ["agree"],
 )
 _agreed, _disagreed = AGREEMENT.labels("true"), AGREEMENT.labels("false")
+
+# Drift (docs/monitoring.md): customers answered per bin of each feature and of the probability, the bins of the
+# model's reference profile (churn.monitor.drift); label values come from the schema, never from a client.
+FEATURE_CUSTOMERS = Counter(
+    "churn_feature_customers",
+    "Customers answered, by feature and by its category or its bin at the training split's deciles",
+    ["feature", "bin"],
+)
+SCORE_CUSTOMERS = Counter(
+    "churn_score_customers", "Customers answered, by bin of churn probability at the training split's deciles", ["bin"]
+)
+REFUSED_VALUES = Counter(
+    "churn_refused_values", "Values refused, by the feature they were sent for ('other': anything else)", ["field"]
+)
+_refused_fields = {name: REFUSED_VALUES.labels(name) for name in [*(f.name for f in FEATURES), OTHER]}
+
+_reference_shares: list[tuple[tuple[str, str], float]] = []  # ((feature, bin), training share), for the gauges
 _request_series = {}  # (method, endpoint, status) -> its metric children, looked up once
 
 
@@ -154,6 +175,31 @@ def _count_in_tenths(children: list, probabilities: list[float]) -> None:
     for child, count in zip(children, np.bincount(bins, minlength=last + 1).tolist(), strict=True):
         if count:
             child.inc(count)
+
+
+def drift_series(keys: list[tuple[str, str]], shares: list[float]) -> Callable[[list[int]], None]:
+    """The drift counters of keys ((feature or SCORE, bin) each), created at 0 so that rates and PSI work from
+    the first scrape, and their reference shares published as gauges: add(counts) adds counts[i] to series i."""
+    global _reference_shares
+    series = [SCORE_CUSTOMERS.labels(b) if f == SCORE else FEATURE_CUSTOMERS.labels(f, b) for f, b in keys]
+    _reference_shares = list(zip(keys, shares, strict=True))
+
+    def add(counts: list[int]) -> None:
+        if _degraded:
+            return
+        for child, count in zip(series, counts, strict=True):
+            if count:
+                child.inc(count)
+
+    return add
+
+
+def count_refused(fields: dict[str, int]) -> None:
+    """Values refused in a request, by feature name; any other key is counted as OTHER."""
+    if _degraded:
+        return
+    for field, count in fields.items():
+        _refused_fields.get(field, _refused_fields[OTHER]).inc(count)
 
 
 def count_dropped_lines(lines: int) -> None:
@@ -212,6 +258,33 @@ class ModelInfoCollector:
         yield info
 
 
+class ReferenceCollector:
+    """churn_feature_reference_share and churn_score_reference_share: the training shares of the drift bins,
+    constants of the model every process loaded at start, so read from memory rather than from a gauge's files."""
+
+    def collect(self):
+        if not _reference_shares:
+            return
+        features = GaugeMetricFamily(
+            "churn_feature_reference_share",
+            "Share of the training split in each bin of a feature",
+            labels=["feature", "bin"],
+        )
+        score = GaugeMetricFamily(
+            "churn_score_reference_share",
+            "Share of the training split in each bin of churn probability",
+            labels=["bin"],
+        )
+        for (feature, bin_), share in _reference_shares:
+            if feature == SCORE:
+                score.add_metric([bin_], share)
+            else:
+                features.add_metric([feature, bin_], share)
+        yield features
+        yield score
+
+
+
 class ChallengerPsiCollector:
     """Every family of source, and churn_challenger_psi: the PSI (churn.monitor.stability) of the challenger's tenths
     against the champion's over every customer counted since the service started (for a window, docs/models.md
@@ -238,7 +311,8 @@ def exposition(models: dict) -> tuple[bytes, str]:
     models (ServedModels by role) this process serves."""
     counted = REGISTRY if _metrics_dir is None else MultiProcessCollector(None)
     registry = CollectorRegistry()
-    for collector in (ChallengerPsiCollector(counted), DegradedCollector(), ModelInfoCollector(models)):
+    collectors = ChallengerPsiCollector(counted), DegradedCollector(), ReferenceCollector(), ModelInfoCollector(models)
+    for collector in collectors:
         registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from churn.model.data import clean_text
 from churn.model.schema import FEATURES, ID_COLUMN, Feature, InvalidValue, conflict, feature_for
 from churn.model.scoring import LinearScorer
+from churn.monitor.drift import Reference, added, counts_of
 
 PROBABILITY = "churn_probability"
 DECISION = "churn"
@@ -182,6 +183,7 @@ class Scores:
     rejects: pa.RecordBatch
     scored_rows: np.ndarray
     reject_rows: np.ndarray
+    counts: dict | None = None  # with a reference: the scored rows per bin (churn.monitor.drift.counts_of)
 
 
 class ChunkScorer:
@@ -196,8 +198,10 @@ class ChunkScorer:
         explainer=None,
         reasons: int = 0,
         decimal: str = ".",
+        reference: Reference | None = None,
     ):
         self.scorer, self.plan, self.threshold, self.keep = scorer, plan, threshold, list(keep)
+        self.reference = reference  # counts the scored rows in its bins (score.py --drift)
         self.explainer, self.reasons = explainer, reasons
         if reasons and explainer is None:
             raise ValueError("reasons need an explainer")
@@ -256,7 +260,8 @@ class ChunkScorer:
             probabilities = probabilities[scored_rows]
         scored = self._scored(batch, features, scored_rows, probabilities)
         rejects, reject_rows = self._rejects(batch, problems)
-        return Scores(scored, rejects, np.arange(n) if scored_rows is None else scored_rows, reject_rows)
+        counts = counts_of(self.reference, features, probabilities, scored_rows) if self.reference else None
+        return Scores(scored, rejects, np.arange(n) if scored_rows is None else scored_rows, reject_rows, counts)
 
     def _scored(self, batch, features, rows, probabilities) -> pa.RecordBatch:
         columns = {}
@@ -326,7 +331,7 @@ def rejects_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.rejects.csv")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """Whether writing a would replace b, however either is spelt (symlinks, ./, .., hard links)."""
     try:
         return os.path.samefile(a, b)
@@ -341,7 +346,7 @@ def check_paths(input_path: Path, output: Path, folders: bool = False) -> None:
     file_format(input_path)
     file_format(output)
     for target, what in ((output, "--output"), (rejects_path(output), f"the rejects file of --output {output}")):
-        if _same_file(target, input_path) or input_path.resolve().is_relative_to(target.resolve()):
+        if same_file(target, input_path) or input_path.resolve().is_relative_to(target.resolve()):
             raise OutputError(f"refusing to write {target} ({what}): it is the input {input_path}")
         if not folders and target.is_dir():
             raise OutputError(f"cannot write {target} ({what}): it is a folder; name a .csv or .parquet file")
@@ -720,6 +725,7 @@ class Summary:
     seconds: float = 0.0
     output: str = ""
     rejects: str = ""
+    counts: dict | None = None  # with a reference: the scored rows per bin of each feature (score.py --drift)
 
     def line(self) -> str:
         rate = self.read / self.seconds if self.seconds > 0 else 0.0
@@ -740,8 +746,10 @@ def score_file(
     progress: Progress | None = None,
     separator: str | None = None,
     decimal: str | None = None,
+    reference: Reference | None = None,
 ) -> Summary:
-    """Score a CSV or Parquet file of customers into output (CSV or Parquet by its name) and its rejects file.
+    """Score a CSV or Parquet file of customers into output (CSV or Parquet by its name) and its rejects file; with
+    a reference, count the scored rows in its bins (Summary.counts).
 
     model is a churn.model.scoring.ServedModel. The output has the id column (or, without one, the row numbers),
     churn_probability and churn, in the input's order; the rejects file (rejects_path(output)) one line per problem.
@@ -753,7 +761,8 @@ def score_file(
     plan = chunks.plan(id_column, input_path)
     keep = [plan.id_column] if plan.id_column else []
     mark = chunks.dialect.decimal if chunks.dialect else "."
-    run = _FileRun(ChunkScorer(model.scorer, plan, threshold, keep, explainer, reasons, mark), chunks, Path(output))
+    chunk_scorer = ChunkScorer(model.scorer, plan, threshold, keep, explainer, reasons, mark, reference)
+    run = _FileRun(chunk_scorer, chunks, Path(output))
     try:
         run.run(progress)
     finally:
@@ -816,6 +825,8 @@ class _FileRun:
         self.write_rejects(rejects)
         self.summary.read += batch.num_rows
         self.summary.scored += scored.num_rows
+        if result.counts is not None:
+            self.summary.counts = added(self.summary.counts, result.counts)
         self.summary.rejected += batch.num_rows - scored.num_rows
 
     def skipped(self, until: int | None) -> pa.RecordBatch:

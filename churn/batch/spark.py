@@ -47,9 +47,12 @@ from churn.batch.chunks import (
     sniff_csv,
 )
 from churn.model.scoring import ServedModel, load_served_model
+from churn.monitor.drift import Reference
 
 PACKAGE = Path(__file__).resolve().parent.parent
 FIRST_PROBLEM = "_first_problem_of_row"  # mark_frame's own column: counts rejected rows; split_frame drops it
+# mark_frame's own columns with a reference: a line per bin and Arrow batch, its customers (churn.monitor.drift).
+DRIFT_COLUMNS = ("_drift_feature", "_drift_bin", "_drift_customers")
 MALFORMED = "_malformed_line"  # read_frame's: the line of a CSV row that has more or fewer fields than the header
 _shipped_to = set()  # the applications this package was added to
 LOG_FILE = Path(tempfile.gettempdir()) / f"churn-spark-{os.getpid()}.log"  # the JVM's own output unless verbose
@@ -104,12 +107,22 @@ def _quoted(name: str) -> str:
 
 
 def mark_frame(
-    df, model, threshold: float = 0.5, id_column: str | None = None, keep=None, reasons: int = 0, decimal: str = "."
+    df,
+    model,
+    threshold: float = 0.5,
+    id_column: str | None = None,
+    keep=None,
+    reasons: int = 0,
+    decimal: str = ".",
+    reference: Reference | None = None,
 ):
     """One DataFrame of both results: a line per scored row (churn_probability set) and a line per problem of a
-    refused row (field set); split_frame separates them. Arguments as score_frame's."""
+    refused row (field set); split_frame separates them. With a reference, also a line per bin of each Arrow batch
+    with its scored rows (DRIFT_COLUMNS), which drift_counts sums. Other arguments as score_frame's."""
     from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
+
+    drift_types = (StringType(), StringType(), LongType())
 
     plan = ColumnPlan.of(df.columns, id_column)  # a missing column fails here, before any job runs
     # Spark's names are case-insensitive: the dataset's label Churn and the decision churn would be one name.
@@ -127,28 +140,33 @@ def mark_frame(
     spark = df.sparkSession
     ship_package(spark)
     # The folded weights and the explanation statistics: plain data (an Explainer's phrases are functions).
-    shared = spark.sparkContext.broadcast((served.scorer, served.explanation if reasons else None))
+    shared = spark.sparkContext.broadcast((served.scorer, served.explanation if reasons else None, reference))
 
     source = df.select(*map(_quoted, dict.fromkeys(keep + plan.columns)))
     kept = [source.schema[name] for name in keep]
+    if reference:  # the count lines have none of them (the row number is otherwise never null)
+        kept = [StructField(field.name, field.dataType, True) for field in kept]
     text = [StructField(REASON.format(i + 1), StringType()) for i in range(reasons)]
     problem = [StructField(name, StringType()) for name in REJECT_COLUMNS]
     schema = StructType(
         [*kept, StructField(PROBABILITY, DoubleType()), StructField(DECISION, BooleanType()), *text, *problem]
         + [StructField(FIRST_PROBLEM, BooleanType())]
+        + [StructField(name, kind) for name, kind in zip(DRIFT_COLUMNS, drift_types, strict=True)]
     )
     arrow_schema = to_arrow_schema(schema)
 
     def score_partition(batches):
-        scorer, stats = shared.value
+        scorer, stats, drift_reference = shared.value
         explainer = None
         if reasons:
             from churn.model.explain import Explainer
 
             explainer = Explainer(scorer, stats)
-        chunk_scorer = ChunkScorer(scorer, plan, threshold, keep, explainer, reasons, decimal)
+        chunk_scorer = ChunkScorer(scorer, plan, threshold, keep, explainer, reasons, decimal, drift_reference)
         for batch in batches:
             result = chunk_scorer.score(batch)
+            if result.counts is not None:
+                yield _padded(_count_lines(drift_reference, result.counts), arrow_schema)
             if result.scored.num_rows:
                 yield _padded(result.scored, arrow_schema)
             if result.rejects.num_rows:
@@ -157,6 +175,29 @@ def mark_frame(
                 yield _padded(result.rejects.append_column(FIRST_PROBLEM, first), arrow_schema)
 
     return source.mapInArrow(score_partition, schema)
+
+
+def _count_lines(reference: Reference, counts: dict) -> pa.RecordBatch:
+    """One Arrow batch's counts as DRIFT_COLUMNS lines, one per bin."""
+    names, bins, customers = [], [], []
+    for name, per_bin in counts.items():
+        names += [name] * len(per_bin)
+        bins += reference.bins(name)
+        customers += per_bin.tolist()
+    arrays = [pa.array(names, pa.string()), pa.array(bins, pa.string()), pa.array(customers, pa.int64())]
+    return pa.RecordBatch.from_arrays(arrays, names=list(DRIFT_COLUMNS))
+
+
+def drift_counts(marked, reference: Reference) -> dict:
+    """mark_frame's count lines summed by Spark: the scored rows per bin of each feature, as counts_of gives them."""
+    from pyspark.sql import functions as F
+
+    feature, bin_, customers = DRIFT_COLUMNS
+    sums = marked.where(F.col(customers).isNotNull()).groupBy(feature, bin_).agg(F.sum(customers).alias("n"))
+    found = {(row[feature], row[bin_]): row["n"] for row in sums.collect()}
+    return {
+        name: np.array([found.get((name, b), 0) for b in reference.bins(name)], np.int64) for name in reference.shares
+    }
 
 
 def _padded(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -307,8 +348,10 @@ def score_path(
     separator: str | None = None,
     decimal: str | None = None,
     verbose: bool = False,
+    reference: Reference | None = None,
 ) -> Summary:
-    """score.py --engine spark: input to output and its rejects, as folders of part files, with the run's counts.
+    """score.py --engine spark: input to output and its rejects, as folders of part files, with the run's counts
+    (and with a reference, the scored rows per bin: Summary.counts).
     The file names are checked (churn.batch.chunks.check_paths) and a local CSV's separator found before Spark
     starts."""
     import time
@@ -325,7 +368,7 @@ def score_path(
     df = read_frame(spark, input_path, dialect, malformed=True)
     plan = ColumnPlan.of([name for name in df.columns if name != MALFORMED], id_column)
     check_types(to_arrow_schema(df.select(*map(_quoted, plan.columns)).schema), plan, input_path)
-    summary = _write_results(numbered(df), model, threshold, plan, reasons, dialect, Path(output))
+    summary = _write_results(numbered(df), model, threshold, plan, reasons, dialect, Path(output), reference)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -339,7 +382,9 @@ def _dialect(input_path, separator: str | None, decimal: str | None) -> Dialect 
     return Dialect(separator or ",", decimal or ".")
 
 
-def _write_results(df, model, threshold, plan: ColumnPlan, reasons: int, dialect: Dialect | None, output: Path):
+def _write_results(
+    df, model, threshold, plan: ColumnPlan, reasons: int, dialect: Dialect | None, output: Path, reference=None
+):
     """Score read_frame's numbered df into output and its rejects (a CSV's malformed rows among them): the counts."""
     from pyspark.sql import functions as F
 
@@ -349,7 +394,7 @@ def _write_results(df, model, threshold, plan: ColumnPlan, reasons: int, dialect
         df = df.where(F.col(MALFORMED).isNull()).drop(MALFORMED)
     keep = [ROW, plan.id_column] if plan.id_column else [ROW]
     decimal = dialect.decimal if dialect else "."
-    marked = mark_frame(df, model, threshold, plan.id_column, keep, reasons, decimal).persist()
+    marked = mark_frame(df, model, threshold, plan.id_column, keep, reasons, decimal, reference).persist()
     try:
         scored, rejected = split_frame(marked)
         write_frame(scored.drop(ROW) if plan.id_column else scored, output)  # the local engine's columns
@@ -360,11 +405,12 @@ def _write_results(df, model, threshold, plan: ColumnPlan, reasons: int, dialect
             F.count(PROBABILITY).alias("scored"), F.count_if(F.col(FIRST_PROBLEM)).alias("rejected")
         ).first()
         skipped = 0 if malformed is None else malformed.count()
+        drift = drift_counts(marked, reference) if reference else None
     finally:
         marked.unpersist()
         if malformed is not None:
             malformed.unpersist()
-    summary = Summary(scored=counts["scored"], rejected=counts["rejected"] + skipped, output=str(output))
+    summary = Summary(scored=counts["scored"], rejected=counts["rejected"] + skipped, output=str(output), counts=drift)
     summary.read = summary.scored + summary.rejected
     summary.rejects = str(rejects_path(output))
     return summary

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 EXPLANATION_KEY = "explanation"  # the sidecar's entry for churn.model.explain's statistics
+REFERENCE_KEY = "reference"  # the sidecar's entry for the training split's profile (churn.monitor.drift)
 ESTIMATORS = {
     ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),
     ("sklearn.linear_model._logistic", "LogisticRegression"),

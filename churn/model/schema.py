@@ -10,7 +10,7 @@ spellings (the model's and the dataset's) that gives the same values, and leaves
 
 import operator
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from operator import itemgetter
@@ -283,6 +283,7 @@ SAMPLE_CUSTOMER = {
 ID_COLUMN = "customerID"  # echoed in each answer when a customer has it, under any spelling of the name
 ID_NAME = clean_text(ID_COLUMN)
 _FEATURE_OF = {spelling: f for f in FEATURES for spelling in (f.name, f.column)}
+OTHER = "other"  # what Problems.fields counts the errors no feature names under (an unknown key, a non-object)
 MAX_DETAILS = 100  # error details in one answer; the counts beside them say how many there were in all
 # Fields in one customer: far more than any export of customer records has, and a bound on the work an object of
 # unknown keys can cost (each is looked up under the training's cleaning).
@@ -303,11 +304,19 @@ def error_detail(field: str | None, message: str, feature: Feature | None = None
 
 @dataclass
 class Problems:
-    """What was wrong with a request's customers: every error counted, the first MAX_DETAILS described."""
+    """What was wrong with a request's customers: every error counted, by the feature it is about (fields, for the
+    metrics: OTHER for what no feature names), the first MAX_DETAILS described."""
 
     errors: int = 0
     customers: int = 0
     details: list = field(default_factory=list)
+    fields: Counter = field(default_factory=Counter)
+
+    def count(self, feature: "Feature | None", errors: int) -> None:
+        """Errors counted, not described."""
+        if errors:
+            self.errors += errors
+            self.fields[feature.name if feature else OTHER] += errors
 
     def room(self) -> bool:
         return len(self.details) < MAX_DETAILS
@@ -315,6 +324,7 @@ class Problems:
     def add(self, index: int | None, field: str | None, message: str, feature: "Feature | None" = None) -> None:
         """One error; described while there is room (a detail costs more than the check that found it)."""
         self.errors += 1
+        self.fields[feature.name if feature else OTHER] += 1
         if len(self.details) < MAX_DETAILS:
             detail = error_detail(field, message, feature)
             self.details.append(detail if index is None else {"index": index, **detail})
@@ -357,8 +367,10 @@ def _clean_fields(obj: dict, problems: Problems, index: int | None) -> dict:
         if problem is None:
             customer.setdefault(name, clean)
     missing = len(FEATURES) - len(sent_as) + (ID_COLUMN in sent_as)
-    if missing and not problems.room():
-        problems.errors += missing  # counted, not described: a flood of {} costs little
+    if missing and not problems.room():  # counted, not described: a flood of {} costs little
+        for feature in FEATURES:
+            if feature.name not in sent_as:
+                problems.count(feature, 1)
     elif missing:
         for feature in FEATURES:
             if feature.name not in sent_as:
@@ -388,17 +400,20 @@ def count_problems(objects: list, problems: Problems) -> None:
             for obj in group:
                 clean_customer(obj, problems)
             continue
-        missing = len(FEATURES) - sum(feature is not None for _, feature in fields)
-        problems.errors += missing * len(group)
+        sent = {feature.name for _, feature in fields if feature is not None}
+        missing = len(FEATURES) - len(sent)
+        for feature in FEATURES:
+            if feature.name not in sent:
+                problems.count(feature, len(group))
         every_one = bool(missing)  # whether every customer of the group is known to be invalid
         invalid = None  # else, per customer, whether it is
         for key, feature in fields:
             bad = _invalid_values(feature, list(map(itemgetter(key), group)))
             if bad.__class__ is bool:  # the same verdict for all
-                problems.errors += bad * len(group)
+                problems.count(feature, bad * len(group))
                 every_one |= bad
             else:
-                problems.errors += sum(bad)
+                problems.count(feature, sum(bad))
                 if not every_one:
                     invalid = bad if invalid is None else list(map(operator.or_, invalid, bad))
         problems.customers += len(group) if every_one else sum(invalid or ())
@@ -415,7 +430,7 @@ def _by_keys(objects: list, problems: Problems) -> dict[tuple, list]:
         if obj.__class__ is dict and len(obj) <= MAX_FIELDS:
             groups[tuple(obj)].append(obj)
         else:
-            problems.errors += 1
+            problems.count(None, 1)
             problems.customers += 1
     return groups
 

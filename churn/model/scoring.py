@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from churn.model.data import clean_text, file_sha256
-from churn.model.modelfile import EXPLANATION_KEY, ModelLoadError, read_sidecar, unpickle_pair
+from churn.model.modelfile import EXPLANATION_KEY, REFERENCE_KEY, ModelLoadError, read_sidecar, unpickle_pair
 from churn.model.schema import FEATURES
 
 
@@ -135,6 +135,7 @@ class ServedModel:
     training: dict | None  # the metrics train.py wrote beside the model, when present and usable
     explanation: dict | None  # the statistics churn.model.explain needs (train.py writes them with the metrics)
     sidecar_problem: str | None = None  # what is wrong with the sidecar, when it cannot be used
+    reference: dict | None = None  # the training split's profile drift is measured against (churn.monitor.drift)
 
     @property
     def version(self) -> str:
@@ -158,4 +159,5 @@ def load_served_model(path: Path) -> ServedModel:
         raise ModelLoadError(f"model file {path} does not hold a fitted pair ({e!r})") from None
     training, problem = read_sidecar(path)
     explanation = training.pop(EXPLANATION_KEY, None) if training else None
-    return ServedModel(path, file_sha256(path), sklearn_version, C, scorer, training, explanation, problem)
+    reference = training.pop(REFERENCE_KEY, None) if training else None
+    return ServedModel(path, file_sha256(path), sklearn_version, C, scorer, training, explanation, problem, reference)

@@ -60,6 +60,20 @@ def explanation_stats(dv, X) -> dict:
     return {"background": "the training split the model is fitted on", "rows": len(X), "means": means}
 
 
+def mean_abs_contributions(dv, model, X) -> dict[str, float]:
+    """Each feature's mean |contribution| to the log-odds over X (dv's encoding of the training split): a column's
+    contribution is its weight times its value's distance from the column's mean (churn.model.explain's SHAP
+    values), a feature's the sum over its columns."""
+    X = np.asarray(X, dtype=float)
+    contributions = (X - X.mean(axis=0)) * model.coef_[0]
+    column = {name: i for i, name in enumerate(dv.feature_names_)}
+    means = {}
+    for f in FEATURES:
+        names = [f"{f.name}{dv.separator}{v}" for v in f.clean_values] if f.categorical else [f.name]
+        means[f.name] = float(np.abs(contributions[:, [column[n] for n in names]].sum(axis=1)).mean())
+    return means
+
+
 def split(df):
     """The course's 80/20 split: (full_train, test)."""
     return train_test_split(df, test_size=0.2, random_state=RANDOM_STATE)

@@ -41,14 +41,16 @@ JSON_HEADERS = ("Content-Type", "application/json")
 @dataclass(frozen=True)
 class Answer:
     """A 200 answer: its JSON body, and the customers it answers (cleaned, by the model's feature names) with their
-    probabilities and prediction ids, in order: what the monitoring after the answer observes; with a shadow
-    challenger, its probabilities of the same customers (churn.monitor.challenger), which the body never shows."""
+    probabilities and prediction ids, in order, and for a batch its columns as the scorer read them: what the
+    monitoring after the answer observes; with a shadow challenger, its probabilities of the same customers
+    (churn.monitor.challenger), which the body never shows."""
 
     body: bytes
     probabilities: list[float]
     prediction_ids: list[str]
     customers: list[dict]
     challenger_probabilities: list[float] | None = None
+    columns: dict | None = None
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -67,11 +69,12 @@ class CustomerEndpoint:
     """An endpoint that takes one customer or an array of them and answers each in order.
 
     answer(customers, many) -> (the JSON answer: one object, or an array of one per customer; their probabilities;
-    their prediction ids; the challenger's probabilities, or None); customers are keyed by the model's feature names.
-    Every refusal is a ServiceError. unavailable, when set, is the refusal every request gets instead (the model is
-    not ready, or cannot explain). prediction_log, when set, is given each answer under the endpoint's name
-    (churn.monitor.predictionlog); challenger, when set, counts each answer's challenger probabilities
-    (churn.monitor.challenger.Challenger).
+    their prediction ids; the challenger's probabilities, or None; a batch's columns as the scorer read them, or
+    None); customers are keyed by the model's feature names. Every refusal is a ServiceError. unavailable, when set,
+    is the refusal every request gets instead (the model is not ready, or cannot explain). drift, when set, counts
+    the answered customers (churn.monitor.live); challenger, when set, counts each answer's challenger probabilities
+    (churn.monitor.challenger.Challenger); prediction_log, when set, is given each answer under the endpoint's name
+    (churn.monitor.predictionlog).
     """
 
     def __init__(
@@ -85,8 +88,9 @@ class CustomerEndpoint:
         self.max_body_bytes = max_body_bytes
         self.unavailable: ServiceError | None = None
         self.name = ""
-        self.prediction_log = None
+        self.drift = None
         self.challenger = None
+        self.prediction_log = None
         self.acceptors = {key: adapter.validate_json for key, adapter in exact_acceptors(max_customers).items()}
 
     def __call__(self, environ) -> Answer:
@@ -97,6 +101,8 @@ class CustomerEndpoint:
             raise ServiceError(415, errors.NOT_JSON)
         answer = self.respond(self.read_body(environ))
         metrics.observe_scores(answer.probabilities)
+        if self.drift is not None:
+            self.drift.observe(answer.customers, answer.probabilities, answer.columns)
         if answer.challenger_probabilities is not None:
             self.challenger.observe(answer)
         if self.prediction_log is not None:
@@ -118,12 +124,11 @@ class CustomerEndpoint:
                 return self.answered(customers, many)
             except KeyError:  # a field missing: the fast acceptor leaves that to the cleaning, which words it
                 pass
-        customers = self.clean(body, many)
-        return self.answered(customers, many)
+        return self.answered(self.clean(body, many), many)
 
     def answered(self, customers: list[dict], many: bool) -> Answer:
-        body, probabilities, prediction_ids, challenger_probabilities = self.answer(customers, many)
-        return Answer(body, probabilities, prediction_ids, customers, challenger_probabilities)
+        body, probabilities, prediction_ids, challenger_probabilities, columns = self.answer(customers, many)
+        return Answer(body, probabilities, prediction_ids, customers, challenger_probabilities, columns)
 
     def read_body(self, environ) -> bytes:
         stream, limit = environ["wsgi.input"], self.max_body_bytes
@@ -215,7 +220,10 @@ class CustomerEndpoint:
             customers = []
         if not customers:
             return ServiceError(422, errors.NO_CUSTOMERS)
-        return invalid_customers(problems) if problems.errors else customers
+        if not problems.errors:
+            return customers
+        metrics.count_refused(problems.fields)
+        return invalid_customers(problems)
 
 
 def repeated_keys(body: bytes, obj: dict) -> list[str]:

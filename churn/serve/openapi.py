@@ -164,6 +164,12 @@ MODEL_CARD = {
             "description": "The shadow challenger (CHURN_CHALLENGER_MODEL_FILE): its model_file and version; null "
             "when there is none",
         },
+        "drift": {
+            "type": "object",
+            "required": ["counted"],
+            "description": "Whether /metrics counts the customers answered against the training split's profile "
+            "(reference, docs/monitoring.md), or why not (reason)",
+        },
     },
 }
 

@@ -14,7 +14,9 @@ from churn.model.explain import ExplanationUnavailable, global_explanation, make
 from churn.model.schema import FEATURES, ID_COLUMN, SAMPLE_CUSTOMER
 from churn.model.scoring import ServedModel, columns_of, load_served_model
 from churn.monitor.challenger import Challenger, load_challenger
+from churn.monitor.drift import SCORE
 from churn.monitor.ids import uuid7s
+from churn.monitor.live import DriftCounts
 from churn.monitor.predictionlog import PredictionLog
 from churn.serve.endpoint import CustomerEndpoint
 from churn.settings import Settings
@@ -28,8 +30,9 @@ def prediction_log(settings: Settings, model: ServedModel) -> PredictionLog | No
     return PredictionLog(settings.prediction_log, model.version, settings.threshold, settings.prediction_log_queue)
 
 
-# What an endpoint's answer function gives: the body, the probabilities, the prediction ids, the challenger's.
-Answered = tuple[bytes, list[float], list[str], list[float] | None]
+# What an endpoint's answer function gives: the body; the probabilities, the prediction ids, the challenger's
+# probabilities and a batch's columns (Predictor.scored), which the monitoring reads.
+Answered = tuple[bytes, list[float], list[str], list[float] | None, dict | None]
 
 
 class Predictor:
@@ -48,8 +51,10 @@ class Predictor:
             "explain": CustomerEndpoint(self.explanations, *limits),
         }
         self.prediction_log = prediction_log(settings, model)
+        # Counting customers in the reference's bins (churn.monitor.live); off for a model without a reference.
+        self.drift, self.drift_problem = DriftCounts.of(model.reference)
         for name, endpoint in self.endpoints.items():
-            endpoint.name, endpoint.prediction_log = name, self.prediction_log
+            endpoint.name, endpoint.prediction_log, endpoint.drift = name, self.prediction_log, self.drift
         try:
             self.explainer = make_explainer(model)
         except ExplanationUnavailable as e:  # /predict still serves; /explain says what to do
@@ -82,14 +87,17 @@ class Predictor:
             self.endpoints["explain"].respond(SAMPLE_BODY)
         return ready
 
-    def probabilities(self, customers: list[dict]) -> tuple[list[float], list[float] | None]:
-        """The model's probabilities of the customers, and the challenger's (None without one). A batch is read
-        into columns once for both: the challenger then costs a few array operations, not a second pass."""
+    def scored(self, customers: list[dict]) -> tuple[list[float], list[float] | None, dict | None]:
+        """The model's probabilities of the customers; the challenger's (None without one); for a batch, its columns
+        as the scorers read them, with the probabilities as an array under SCORE (what the drift counts read,
+        churn.monitor.live), None for one customer. A batch is read into columns once for all of them."""
         scorer, challenger = self.scorer, self.challenger and self.challenger.scorer
         if len(customers) == 1:
-            return [scorer.score_one(customers[0])], challenger and [challenger.score_one(customers[0])]
+            return [scorer.score_one(customers[0])], challenger and [challenger.score_one(customers[0])], None
         columns = columns_of(customers)
-        return scorer.score_columns(columns).tolist(), challenger and challenger.score_columns(columns).tolist()
+        probabilities = scorer.score_columns(columns)
+        shadow = challenger and challenger.score_columns(columns).tolist()
+        return probabilities.tolist(), shadow, columns | {SCORE: probabilities}
 
     def prediction(self, customer: dict, probability: float, prediction_id: str) -> dict:
         # The id, when sent, leads so that a batch answer can be matched to its customers.
@@ -100,21 +108,20 @@ class Predictor:
         return answer
 
     def predictions(self, customers: list[dict], many: bool) -> Answered:
-        """The answer's JSON, the probabilities, the prediction ids and the challenger's probabilities. orjson writes
-        each float's shortest exact text (what repr writes, read back to the same bits), and a whole batch in one
-        call of compiled code."""
-        (scored, shadow), ids = self.probabilities(customers), uuid7s(len(customers))
+        """The answer's JSON, then what the monitoring reads (Answered). orjson writes each float's shortest exact
+        text (what repr writes, read back to the same bits), and a whole batch in one call of compiled code."""
+        (scored, shadow, columns), ids = self.scored(customers), uuid7s(len(customers))
         answers = list(map(self.prediction, customers, scored, ids))
-        return orjson.dumps(answers if many else answers[0]), scored, ids, shadow
+        return orjson.dumps(answers if many else answers[0]), scored, ids, shadow, columns
 
     def explanations(self, customers: list[dict], many: bool) -> Answered:
         """Each answer is the prediction's members, then the explanation's."""
-        (scored, shadow), ids = self.probabilities(customers), uuid7s(len(customers))
+        (scored, shadow, columns), ids = self.scored(customers), uuid7s(len(customers))
         answers = list(map(self.prediction, customers, scored, ids))
         if len(customers) > 1:
-            return self.explainer.answers_json(customers, answers), scored, ids, shadow
+            return self.explainer.answers_json(customers, answers), scored, ids, shadow, columns
         answers[0].update(self.explainer.explain_one(customers[0]))
-        return orjson.dumps(answers if many else answers[0]), scored, ids, shadow
+        return orjson.dumps(answers if many else answers[0]), scored, ids, shadow, columns
 
     def card(self) -> dict:
         model = self.model
@@ -130,4 +137,7 @@ class Predictor:
             "training": model.training,
             "explanation": global_explanation(self.scorer),
             "challenger": challenger and {"model_file": challenger.path.name, "version": challenger.version},
+            "drift": {"counted": True, "reference": self.model.reference}
+            if self.drift
+            else {"counted": False, "reason": self.drift_problem},
         }

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, request
 from churn import errors, metrics
 from churn.errors import ServiceError
 from churn.monitor import outcomes as outcome_log
+from churn.monitor.live import flush as flush_drift_counts
 from churn.monitor.store import StoreError
 from churn.serve import openapi
 from churn.serve.endpoint import is_json
@@ -97,6 +98,7 @@ def model_card():
 @api.get("/metrics")
 @documented(openapi.METRICS)
 def metrics_exposition():
+    flush_drift_counts()  # this process's latest drift counts, not those of up to a second ago
     body, content_type = metrics.exposition(predictor().served_models())
     return Response(body, content_type=content_type)
 

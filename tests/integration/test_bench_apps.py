@@ -115,3 +115,12 @@ def test_wrk_output_is_read():
 def test_wrk_output_without_figures_is_an_error():
     with pytest.raises(run.BenchError):
         run.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_the_undrifted_app_answers_alike_without_drift_counts(client):
+    from bench import undrifted
+    from churn.serve.routes import PREDICTOR
+
+    endpoints = undrifted.app.extensions[PREDICTOR].endpoints.values()
+    assert [endpoint.drift for endpoint in endpoints] == [None, None]
+    assert post(undrifted.app, SAMPLE_CUSTOMER).get_json() == post(client, SAMPLE_CUSTOMER).get_json()

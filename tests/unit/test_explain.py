@@ -92,16 +92,16 @@ def test_contributions_are_shaps_interventional_values(shap, explainer, explain_
 def test_the_json_answer_is_the_explanation_to_the_bit(served_model, explainer, spellings, spelling):
     customers = spellings[spelling]
     predictor = Predictor(served_model, Settings())
-    body, _, ids, _ = predictor.explanations(customers, True)
-    scored, _ = predictor.probabilities(customers)
+    body, _, ids, *_ = predictor.explanations(customers, True)
+    scored, _, _ = predictor.scored(customers)
     expected = [
         {**predictor.prediction(c, p, i), **e}
         for c, p, i, e in zip(customers, scored, ids, explainer.explain(customers), strict=True)
     ]
     assert json.loads(body) == expected
     for customer in customers[:500]:  # one customer's probability is summed in plain Python, not numpy
-        [probability], _ = predictor.probabilities([customer])
-        body, _, [prediction_id], _ = predictor.explanations([customer], False)
+        [probability], _, _ = predictor.scored([customer])
+        body, _, [prediction_id], *_ = predictor.explanations([customer], False)
         alone = {**predictor.prediction(customer, probability, prediction_id), **explainer.explain([customer])[0]}
         assert json.loads(body) == alone
 

@@ -48,7 +48,8 @@ def test_model_card(client, dataset_path, served_model):
     assert card["threshold"] == 0.5
     training = json.loads(MODEL_FILE.with_name(MODEL_FILE.name + ".json").read_text())
     # The card reports the training metrics; the explanation statistics beside them serve /explain.
-    assert card["training"] == {k: v for k, v in training.items() if k != "explanation"}
+    assert card["training"] == {k: v for k, v in training.items() if k not in ("explanation", "reference")}
+    assert card["drift"] == {"counted": True, "reference": training["reference"]}
     weights = card["explanation"]["weights"]
     assert card["explanation"]["intercept"] == served_model.scorer.intercept
     assert set(weights) == {f.name for f in FEATURES}
@@ -77,4 +78,5 @@ def test_model_card_without_training_metrics(tmp_path):
     shutil.copy(MODEL_FILE, path)
     card = create_app(load_served_model(path)).test_client().get("/model").get_json()
     assert card["training"] is None
+    assert card["drift"]["counted"] is False and "no reference profile" in card["drift"]["reason"]
     assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
