@@ -42,7 +42,8 @@ class Binned:
         """share with each zero replaced as evidently does, per distribution."""
         smallest = f"min by {self.by} ({share} > 0)"
         replacement = f"({smallest} > {ZERO_SHARE}) * 0 + {ZERO_SHARE}\n    or\n    {smallest} / 1e6"
-        return f"{share} > 0\nor on {self.bins}\n  ({share} == 0) + on {self.by} group_left ()\n  (\n    {replacement}\n  )"
+        zeros = f"({share} == 0) + on {self.by} group_left ()"
+        return f"{share} > 0\nor on {self.bins}\n  {zeros}\n  (\n    {replacement}\n  )"
 
     def reference_rules(self) -> list[dict]:
         # In multiprocess mode a gauge may carry a pid label per worker, each with the same share.
@@ -63,7 +64,10 @@ class Binned:
             record(counts, f"{live}\nor on {self.bins}\n0 * {self.reference}"),
             record(share, f"{counts}\n/ on {self.by} group_left ()\n(sum by {self.by} ({counts}) > 0)"),
             record(filled, self.filled(share)),
-            record(f"churn:{self.name}_psi:{window}", f"sum by {self.by} (\n  (\n{terms}\n  )\n  and on {self.bins}\n  {both}\n)"),
+            record(
+                f"churn:{self.name}_psi:{window}",
+                f"sum by {self.by} (\n  (\n{terms}\n  )\n  and on {self.bins}\n  {both}\n)",
+            ),
         ]
 
     def customers(self, window: str) -> str:
@@ -91,7 +95,7 @@ def alert(name: str, expr: str, for_: str, severity: str, summary: str, runbook:
 def drift_alert(binned: Binned, name: str, threshold: float, severity: str, what: str, runbook: str) -> dict:
     psi = f"churn:{binned.name}_psi:1d"
     expr = f"{psi} > {threshold}\nand on {binned.by}\n{binned.customers('1d')} >= {MIN_CUSTOMERS}"
-    summary = f"{what}: PSI {{{{ $value | printf \"%.2f\" }}}} over the last day, above {threshold}"
+    summary = f'{what}: PSI {{{{ $value | printf "%.2f" }}}} over the last day, above {threshold}'
     return alert(name, expr, "15m", severity, summary, runbook)
 
 
@@ -103,9 +107,8 @@ def groups() -> dict:
     customer_requests = f"endpoint=~{CUSTOMER_ENDPOINTS}"
     refused = request_rate(f'{customer_requests},status=~"4.."', "1h")
     all_requests = request_rate(customer_requests, "1h")
-    latency = (
-        f"histogram_quantile(0.99, sum by (le) (rate(churn_http_request_duration_seconds_bucket{{{customer_requests}}}[5m])))"
-    )
+    buckets = f"churn_http_request_duration_seconds_bucket{{{customer_requests}}}"
+    latency = f"histogram_quantile(0.99, sum by (le) (rate({buckets}[5m])))"
     recording = [*FEATURES.reference_rules(), *SCORE.reference_rules()]
     for window in WINDOWS:
         recording += FEATURES.window_rules(window) + SCORE.window_rules(window)
@@ -136,7 +139,7 @@ def groups() -> dict:
             f"churn:refused_share:1h > {REFUSED_SHARE}\nand\n{all_requests} * 3600 >= {MIN_REQUESTS}",
             "15m",
             "warning",
-            f"{{{{ $value | humanizePercentage }}}} of /predict and /explain requests refused over the last hour",
+            "{{ $value | humanizePercentage }} of /predict and /explain requests refused over the last hour",
             "Read the refused requests' log lines (status 4xx) and the refused values per field on the dashboard: "
             "a client sending a new spelling or a new category is a client to fix, or a schema to extend.",
         ),
@@ -145,7 +148,7 @@ def groups() -> dict:
             'sum(increase(churn_http_requests_total{status=~"5.."}[10m])) > 0',
             "0m",
             "critical",
-            "{{ $value | printf \"%.0f\" }} requests answered with a 5xx in the last 10 minutes",
+            '{{ $value | printf "%.0f" }} requests answered with a 5xx in the last 10 minutes',
             "Nothing a client sends should give a 5xx: find the request ID in the log lines with status 5xx and "
             "the traceback beside it, and fix the bug.",
         ),
@@ -164,11 +167,12 @@ def groups() -> dict:
             "30m",
             "warning",
             "No customer scored in the last hour, or the service not scraped",
-            "Check that the service is up (up{job=\"churn\"}, /health/ready) and that the client that sends the "
+            'Check that the service is up (up{job="churn"}, /health/ready) and that the client that sends the '
             "customers runs and reaches it (its API key, the load balancer).",
         ),
     ]
-    return {"groups": [{"name": "churn_recording", "rules": recording}, {"name": "churn_alerts", "rules": alerts}]}
+    # One group: its rules run in order at each evaluation, so an alert sees the drift recorded at the same instant.
+    return {"groups": [{"name": "churn", "rules": recording + alerts}]}
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -182,7 +186,7 @@ _BlockDumper.add_representer(
 
 
 def rules_yaml() -> str:
-    header = "# Written by `python -m churn.monitor.rules > monitoring/prometheus/rules.yml`: edit churn/monitor/rules.py.\n"
+    header = "# Written by `python -m churn.monitor.rules > monitoring/prometheus/rules.yml`: edit that module.\n"
     return header + yaml.dump(groups(), Dumper=_BlockDumper, sort_keys=False, width=120)
 
 

@@ -1,0 +1,146 @@
+"""The Prometheus rules for real: promtool checks them and runs their unit tests; Debian's Prometheus evaluates them
+on synthetic counts (PSI against a plain Python computation and evidently's) and on a real gunicorn fed the
+dataset's rows, then drifted customers."""
+
+import contextlib
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.monitor.rules import WINDOWS
+from devtools import free_port, wait_for
+from tests.prometheus import RULES, running_prometheus
+
+pytestmark = pytest.mark.prometheus
+
+
+def test_promtool_checks_the_rules_and_passes_their_unit_tests():
+    for command in (["check", "rules", RULES.name], ["test", "rules", "rules_test.yml"]):
+        run = subprocess.run(["promtool", *command], cwd=RULES.parent, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "SUCCESS" in run.stdout
+
+
+# ---- PSI in PromQL against Python and evidently, on synthetic counts
+
+
+def filled(shares: np.ndarray) -> np.ndarray:
+    """A zero share replaced as evidently's get_binned_data does (docs/prometheus.md)."""
+    smallest = shares[shares > 0].min()
+    return np.where(shares == 0, smallest / 1e6 if smallest <= 0.0001 else 0.0001, shares)
+
+
+def python_psi(live_counts: np.ndarray, reference_counts: np.ndarray) -> float:
+    live, reference = live_counts / live_counts.sum(), reference_counts / reference_counts.sum()
+    seen = (live > 0) | (reference > 0)
+    live, reference = filled(live)[seen], filled(reference)[seen]
+    return float(np.sum((live - reference) * np.log(live / reference)))
+
+
+def evidently_psi(live_counts: np.ndarray, reference_counts: np.ndarray) -> float:
+    """evidently's PSI of the bins as categories: one value per customer, each its bin's name."""
+    from evidently.legacy.calculations.stattests.psi import psi_stat_test
+
+    bins = [f"b{i}" for i in range(len(live_counts))]
+    live, reference = pd.Series(np.repeat(bins, live_counts)), pd.Series(np.repeat(bins, reference_counts))
+    result = psi_stat_test(reference, live, feature_type="cat", threshold=0.1)
+    return float(result.drift_score)
+
+
+def synthetic_counts(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(live counts, reference counts) per feature, one for each case of the zero rule."""
+    plain = rng.integers(50, 3000, 10)
+    return {
+        "plain": (rng.integers(100, 5000, 10), plain),
+        "live_zero": (np.array([0, 0, 800, 1200, 40, 7]), rng.integers(100, 900, 6)),
+        # 2 customers in 25,002: the smallest share is below 0.0001, so a zero counts as a millionth of it.
+        "live_tiny": (np.array([2, 0, 25_000]), np.array([300, 300, 400])),
+        # The reference has an empty bin, and another that live traffic leaves empty too (it adds nothing).
+        "reference_zero": (np.array([500, 300, 0, 200]), np.array([0, 600, 0, 400])),
+        "same": (plain * 3, plain),
+    }
+
+
+def exposition(features: dict, score: tuple, scale: int) -> str:
+    """Counters at live counts × scale (0 or 1) and reference shares from two workers, as /metrics shows them."""
+    lines = []
+    for (name, labels), (live, reference) in [
+        *((("churn_feature", f'feature="{feature}",'), counts) for feature, counts in features.items()),
+        (("churn_score", ""), score),
+    ]:
+        shares = reference / reference.sum()
+        for i, (count, share) in enumerate(zip(live, shares, strict=True)):
+            lines.append(f'{name}_customers_total{{{labels}bin="{i}"}} {count * scale}')
+            for worker in ("worker0", "worker1"):
+                lines.append(f'{name}_reference_share{{{labels}bin="{i}",pid="{worker}"}} {float(share)!r}')
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def serving_text(text: str):
+    """A /metrics endpoint answering the server's .text, which the test may change; (server, host:port)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = self.server.text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.text = text
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Real Prometheus's PSI of synthetic counts: {(record, feature or None): value}, and the counts."""
+    rng = np.random.default_rng(20)
+    features = synthetic_counts(rng)
+    score = (rng.integers(0, 4000, 10), rng.integers(200, 800, 10))
+    counts = {**{("churn:feature_psi", f): c for f, c in features.items()}, ("churn:score_psi", None): score}
+    with serving_text(exposition(features, score, 0)) as (server, target):
+        with running_prometheus(tmp_path_factory.mktemp("prometheus"), target) as prometheus:
+            # Every counter scraped at 0 first: increase() then extrapolates all bins alike (docs/prometheus.md).
+            assert wait_for(lambda: prometheus.query("churn_feature_customers_total"), 30), prometheus.scrape_errors()
+            server.text = exposition(features, score, 1)
+            records = [f"{name}:{window}" for name in ("churn:feature_psi", "churn:score_psi") for window in WINDOWS]
+
+            def recorded() -> dict:
+                return {
+                    (record, key): value
+                    for record in records
+                    for key, value in prometheus.values(record, "feature").items()
+                }
+
+            assert wait_for(lambda: len(recorded()) == len(WINDOWS) * len(counts), 30), recorded()
+            psi = recorded()
+    return {(record, key): (value, counts[record.rsplit(":", 1)[0], key]) for (record, key), value in psi.items()}
+
+
+def test_psi_in_promql_equals_a_python_computation(synthetic):
+    for (record, key), (value, (live, reference)) in synthetic.items():
+        assert value == pytest.approx(python_psi(live, reference), abs=1e-9), (record, key)
+    assert synthetic["churn:feature_psi:1h", "same"][0] == pytest.approx(0, abs=1e-15)
+    assert synthetic["churn:feature_psi:1d", "live_tiny"][0] > 1  # the millionth of the smallest share counts
+
+
+def test_psi_in_promql_equals_evidentlys(synthetic):
+    for (record, key), (value, (live, reference)) in synthetic.items():
+        assert value == pytest.approx(evidently_psi(live, reference), abs=1e-6), (record, key)
