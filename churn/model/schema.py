@@ -436,12 +436,15 @@ def _fields_of(keys: tuple) -> tuple | None:
     return tuple(fields)
 
 
+# A whole-number id is echoed as JSON writes it in 64 bits (orjson's range, and what clients read back exactly).
+ID_MIN, ID_MAX = -(2**63), 2**64 - 1
+ID_PROBLEM = f"The customer's id should be a string or a whole number from {ID_MIN} to {ID_MAX}"
+
+
 def _check_id(value) -> tuple[Any, str | None]:
-    return (
-        (value, None)
-        if value.__class__ in (str, int)
-        else (None, "The customer's id should be a string or a whole number")
-    )
+    if value.__class__ is str or (value.__class__ is int and ID_MIN <= value <= ID_MAX):
+        return value, None
+    return None, ID_PROBLEM
 
 
 CONTAINERS = {list, dict}  # what JSON arrays and objects are read as
@@ -508,7 +511,8 @@ def _exact_customer(spelling: str) -> type:
     names = {f.name: (f.column if spelling == "dataset" else f.name) for f in FEATURES}
     # Not required: a missing field is a KeyError where the customer is scored, and clean_customer words it.
     fields = {f.name: NotRequired[_exact_field(f, names[f.name])] for f in FEATURES}
-    fields[ID_COLUMN] = NotRequired[Annotated[str, Field(strict=True)] | Annotated[int, Field(strict=True)]]
+    whole = Annotated[int, Field(strict=True, ge=ID_MIN, le=ID_MAX)]
+    fields[ID_COLUMN] = NotRequired[Annotated[str, Field(strict=True)] | whole]
     fields["Churn"] = NotRequired[Annotated[Any, Field(validation_alias="Churn" if spelling == "dataset" else "churn")]]
     customer = TypedDict(f"{spelling.title()}SpelledCustomer", fields)
     customer.__pydantic_config__ = ConfigDict(extra="forbid")

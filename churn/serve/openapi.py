@@ -8,6 +8,8 @@ from churn.model.schema import (
     BLANK_TEXT,
     FEATURES,
     ID_COLUMN,
+    ID_MAX,
+    ID_MIN,
     MAX_DETAILS,
     MAX_FIELDS,
     SAMPLE_CUSTOMER,
@@ -75,7 +77,12 @@ def value_schema(feature: Feature) -> dict:
     return {"description": f"{feature.description}. {described}", "anyOf": choices}
 
 
-ID_SCHEMA = {"type": ["string", "integer"], "description": "Your id of the customer, echoed in its answer"}
+ID_SCHEMA = {
+    "type": ["string", "integer"],
+    "minimum": ID_MIN,
+    "maximum": ID_MAX,
+    "description": "Your id of the customer, echoed in its answer",
+}
 EXPLANATION = {
     "type": "object",
     "required": ["churn_probability", "churn", "base_log_odds", "contributions", "reasons"],
