@@ -10,9 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from churn.monitor.rules import WINDOWS
-from devtools import free_port, wait_for
+from churn.model.schema import FEATURES
+from churn.monitor.rules import MIN_CUSTOMERS, WINDOWS
+from devtools import free_port, gunicorn_command, running_server, wait_for
 from tests.prometheus import RULES, running_prometheus
 
 pytestmark = pytest.mark.prometheus
@@ -34,8 +37,9 @@ def filled(shares: np.ndarray) -> np.ndarray:
     return np.where(shares == 0, smallest / 1e6 if smallest <= 0.0001 else 0.0001, shares)
 
 
-def python_psi(live_counts: np.ndarray, reference_counts: np.ndarray) -> float:
-    live, reference = live_counts / live_counts.sum(), reference_counts / reference_counts.sum()
+def python_psi(live_counts: np.ndarray, reference: np.ndarray) -> float:
+    """PSI of live counts against reference counts or shares."""
+    live, reference = live_counts / live_counts.sum(), reference / reference.sum()
     seen = (live > 0) | (reference > 0)
     live, reference = filled(live)[seen], filled(reference)[seen]
     return float(np.sum((live - reference) * np.log(live / reference)))
@@ -44,6 +48,8 @@ def python_psi(live_counts: np.ndarray, reference_counts: np.ndarray) -> float:
 def evidently_psi(live_counts: np.ndarray, reference_counts: np.ndarray) -> float:
     """evidently's PSI of the bins as categories: one value per customer, each its bin's name."""
     from evidently.legacy.calculations.stattests.psi import psi_stat_test
+
+    import tests.references  # noqa: F401 (evidently under pandas 3)
 
     bins = [f"b{i}" for i in range(len(live_counts))]
     live, reference = pd.Series(np.repeat(bins, live_counts)), pd.Series(np.repeat(bins, reference_counts))
@@ -144,3 +150,73 @@ def test_psi_in_promql_equals_a_python_computation(synthetic):
 def test_psi_in_promql_equals_evidentlys(synthetic):
     for (record, key), (value, (live, reference)) in synthetic.items():
         assert value == pytest.approx(evidently_psi(live, reference), abs=1e-6), (record, key)
+
+
+# ---- A real gunicorn scraped by real Prometheus
+
+
+@pytest.fixture
+def monitored(tmp_path):
+    """gunicorn (2 workers) and a Prometheus that has scraped its first counts; (url, prometheus)."""
+    (tmp_path / "metrics").mkdir()
+    port = free_port()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    with running_server(gunicorn_command(port), port, env=env) as (url, _):
+        with running_prometheus(tmp_path, f"127.0.0.1:{port}") as prometheus:
+            assert wait_for(lambda: prometheus.query("churn_feature_customers_total"), 30), prometheus.scrape_errors()
+            yield url, prometheus
+
+
+def feed(url: str, prometheus, rows: pd.DataFrame) -> None:
+    """POST the rows, as the dataset spells them, in batches; return once Prometheus has scraped them all and
+    evaluated its rules since."""
+    records = rows.to_dict("records")
+    for start in range(0, len(records), 500):
+        response = requests.post(f"{url}/predict", json=records[start : start + 500], timeout=30)
+        assert response.status_code == 200, response.text
+    assert wait_for(lambda: prometheus.values("churn_predictions_total").get(None) == len(records), 30)
+    prometheus.wait_for_evaluation()
+
+
+def exposed_psi(url: str) -> dict[str, float]:
+    """Python's PSI of each feature from the service's own /metrics: live counts against reference shares."""
+    counts, shares = {}, {}
+    for family in text_string_to_metric_families(requests.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            into = {"churn_feature_customers_total": counts, "churn_feature_reference_share": shares}
+            if sample.name in into:
+                into[sample.name].setdefault(sample.labels["feature"], {})[sample.labels["bin"]] = sample.value
+    return {
+        feature: python_psi(np.array([live[b] for b in shares[feature]]), np.array(list(shares[feature].values())))
+        for feature, live in counts.items()
+    }
+
+
+def test_the_datasets_own_customers_do_not_drift(monitored, raw_text):
+    url, prometheus = monitored
+    feed(url, prometheus, raw_text)
+    names = {feature.name for feature in FEATURES}
+    for window in WINDOWS:
+        psi = prometheus.values(f"churn:feature_psi:{window}", "feature")
+        assert set(psi) == names
+        assert max(psi.values()) < 0.1, psi
+        assert prometheus.values(f"churn:score_psi:{window}")[None] < 0.1
+    python = exposed_psi(url)
+    for feature, value in prometheus.values("churn:feature_psi:1h", "feature").items():
+        assert value == pytest.approx(python[feature], abs=1e-9), feature
+    assert prometheus.alerts("ChurnFeatureDrift") == []
+    assert prometheus.alerts("ChurnScoreDrift") == []
+
+
+def test_month_to_month_fiber_customers_raise_feature_drift(monitored, raw_text):
+    url, prometheus = monitored
+    drifted = raw_text[(raw_text["Contract"] == "Month-to-month") & (raw_text["InternetService"] == "Fiber optic")]
+    assert len(drifted) >= MIN_CUSTOMERS
+    feed(url, prometheus, drifted)
+    alerts = prometheus.alerts("ChurnFeatureDrift")
+    assert {a["state"] for a in alerts} <= {"pending", "firing"}
+    active = {(a["labels"]["feature"], a["labels"]["severity"]) for a in alerts}
+    for feature in ("contract", "internetservice"):
+        assert {(feature, "warning"), (feature, "critical")} <= active, active
+    assert "gender" not in {feature for feature, _ in active}
+    assert prometheus.values("churn:feature_psi:1h", "feature")["gender"] < 0.1
