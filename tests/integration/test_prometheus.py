@@ -174,7 +174,14 @@ def feed(url: str, prometheus, rows: pd.DataFrame) -> None:
     for start in range(0, len(records), 500):
         response = requests.post(f"{url}/predict", json=records[start : start + 500], timeout=30)
         assert response.status_code == 200, response.text
-    assert wait_for(lambda: prometheus.values("churn_predictions_total").get(None) == len(records), 30)
+    # Every feature and the score count each customer once (after the answer, so perhaps after the prediction).
+    totals = ["sum(churn_predictions_total)", "sum(churn_score_customers_total)"]
+    totals += [f'sum(churn_feature_customers_total{{feature="{feature.name}"}})' for feature in FEATURES]
+
+    def scraped() -> list:
+        return [prometheus.values(expr).get(None) for expr in totals]
+
+    assert wait_for(lambda: scraped() == [len(records)] * len(totals), 30), scraped()
     prometheus.wait_for_evaluation()
 
 
