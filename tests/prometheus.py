@@ -2,6 +2,7 @@
 committed monitoring/prometheus/prometheus.yml and rules.yml, queried over its HTTP API."""
 
 import contextlib
+import json
 import subprocess
 import time
 from datetime import datetime
@@ -15,6 +16,7 @@ from devtools import ROOT, free_port, stop, wait_for
 MONITORING = ROOT / "monitoring"
 CONFIG = MONITORING / "prometheus" / "prometheus.yml"
 RULES = MONITORING / "prometheus" / "rules.yml"
+DASHBOARDS = MONITORING / "grafana" / "dashboards"
 INTERVAL = "1s"  # scrapes and rule evaluations, for a test that waits for them
 
 
@@ -97,3 +99,17 @@ def _ready(url: str, process: subprocess.Popen) -> bool:
         return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def dashboards() -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))]
+
+
+def dashboard_queries() -> list[str]:
+    """Every panel query of every dashboard, with Grafana's interval macro as a concrete range."""
+    return [
+        target["expr"].replace("$__rate_interval", "1m")
+        for dashboard in dashboards()
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from churn.model.schema import FEATURES
 from churn.monitor.rules import MIN_CUSTOMERS, WINDOWS
 from devtools import free_port, gunicorn_command, running_server, wait_for
-from tests.prometheus import RULES, running_prometheus
+from tests.prometheus import RULES, dashboard_queries, running_prometheus
 
 pytestmark = pytest.mark.prometheus
 
@@ -227,3 +227,6 @@ def test_month_to_month_fiber_customers_raise_feature_drift(monitored, raw_text)
         assert {(feature, "warning"), (feature, "critical")} <= active, active
     assert "gender" not in {feature for feature, _ in active}
     assert prometheus.values("churn:feature_psi:1h", "feature")["gender"] < 0.1
+    # Every panel of the dashboard has something to show.
+    for query in dashboard_queries():
+        assert prometheus.query(query), query
