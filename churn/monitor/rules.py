@@ -105,7 +105,9 @@ def request_rate(selector: str, window: str) -> str:
 
 def groups() -> dict:
     customer_requests = f"endpoint=~{CUSTOMER_ENDPOINTS}"
-    refused = request_rate(f'{customer_requests},status=~"4.."', "1h")
+    # No 4xx series until the first refusal: none yet is a share of 0.
+    refused_rate = request_rate(f'{customer_requests},status=~"4.."', "1h")
+    refused = f"({refused_rate} or vector(0))"
     all_requests = request_rate(customer_requests, "1h")
     buckets = f"churn_http_request_duration_seconds_bucket{{{customer_requests}}}"
     latency = f"histogram_quantile(0.99, sum by (le) (rate({buckets}[5m])))"
