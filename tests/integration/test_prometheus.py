@@ -174,6 +174,8 @@ def feed(url: str, prometheus, rows: pd.DataFrame) -> None:
     for start in range(0, len(records), 500):
         response = requests.post(f"{url}/predict", json=records[start : start + 500], timeout=30)
         assert response.status_code == 200, response.text
+        # The first answer creates the /predict 200 series: Prometheus must see it before it can see it grow.
+        assert wait_for(lambda: prometheus.query('churn_http_requests_total{endpoint="/predict",status="200"}'), 30)
     # Every feature and the score count each customer once (after the answer, so perhaps after the prediction).
     totals = ["sum(churn_predictions_total)", "sum(churn_score_customers_total)"]
     totals += [f'sum(churn_feature_customers_total{{feature="{feature.name}"}})' for feature in FEATURES]
