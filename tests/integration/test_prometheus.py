@@ -13,6 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+import tests.references  # noqa: F401 (evidently under pandas 3, imported in evidently_psi)
 from churn.model.schema import FEATURES
 from churn.monitor.rules import MIN_CUSTOMERS, WINDOWS
 from devtools import free_port, gunicorn_command, running_server, wait_for
@@ -48,8 +49,6 @@ def python_psi(live_counts: np.ndarray, reference: np.ndarray) -> float:
 def evidently_psi(live_counts: np.ndarray, reference_counts: np.ndarray) -> float:
     """evidently's PSI of the bins as categories: one value per customer, each its bin's name."""
     from evidently.legacy.calculations.stattests.psi import psi_stat_test
-
-    import tests.references  # noqa: F401 (evidently under pandas 3)
 
     bins = [f"b{i}" for i in range(len(live_counts))]
     live, reference = pd.Series(np.repeat(bins, live_counts)), pd.Series(np.repeat(bins, reference_counts))
