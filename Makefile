@@ -22,11 +22,13 @@ serve: $(if $(wildcard $(SYNCED)),$(SYNCED),$(SERVE_SYNCED))
 CHROMIUM := chromium=chromium,chromium-driver,fonts-dejavu-core
 NGINX := nginx=nginx
 JAVA := java=openjdk-17-jre-headless
+# Prometheus and promtool run the rules (monitoring/prometheus/); docker-compose and podman-compose read compose.yaml.
+PROMETHEUS := prometheus=prometheus docker-compose=docker-compose podman-compose=podman-compose
 
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
 # PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/unit/test_data.py
 test: $(SYNCED)
-	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA)
+	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA) $(PROMETHEUS)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container") $(PYTEST_ARGS)
 
 # The quick edit-and-test loop: tests/unit (no server, browser, nginx, Spark or container: nothing beyond the venv),
