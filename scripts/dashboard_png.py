@@ -27,16 +27,28 @@ RATE_INTERVAL = "10s"  # Grafana's $__rate_interval for 1 s scrapes
 ROW_HEIGHT = 0.45  # inches per unit of a panel's gridPos height
 
 
-def send(url: str, rows: pd.DataFrame, seconds: float, refused: int = 0) -> None:
-    """rows in batches spread over about `seconds`, and `refused` customers Prometheus will see refused."""
-    batches = max(1, int(seconds))
+# A few customers refused during the drift, each with one bad value.
+BAD_VALUES = ({"gender": "robot"}, {"Contract": "weekly"}, {"tenure": -1}, {"gender": "robot"})
+
+
+def send(url: str, rows: pd.DataFrame, seconds: int, refuse: bool = False) -> None:
+    """rows in a batch a second for `seconds` seconds, and a refused customer with each when refuse."""
     records = rows.to_dict("records")
-    for i in range(batches):
-        batch = records[i * len(records) // batches : (i + 1) * len(records) // batches]
+    for i in range(seconds):
+        batch = records[i * len(records) // seconds : (i + 1) * len(records) // seconds]
         requests.post(f"{url}/predict", json=batch, timeout=30).raise_for_status()
-        if i < refused:
-            requests.post(f"{url}/predict", json={**batch[0], "gender": "robot"}, timeout=30)
+        if refuse:
+            bad = {**batch[0], **BAD_VALUES[i % len(BAD_VALUES)]}
+            requests.post(f"{url}/predict", json=bad, timeout=30)
         time.sleep(1)
+
+
+def panel_box(grid: dict, rows: int, side: float) -> list[float]:
+    """The panel's place on the figure, as Grafana lays out its 24 columns, with `side` for the labels on its left."""
+    top = 0.95  # the figure's title above
+    left, bottom = grid["x"] / 24, top * (1 - (grid["y"] + grid["h"]) / rows)
+    width, height = grid["w"] / 24, top * grid["h"] / rows
+    return [left + side, bottom + 0.04, width - side - 0.01, height - 0.08]
 
 
 def draw_panel(ax, panel: dict, prometheus, start: float, end: float) -> None:
@@ -68,8 +80,10 @@ def draw_panel(ax, panel: dict, prometheus, start: float, end: float) -> None:
         names = sorted(values, key=values.get)
         ax.barh(names, [values[n] for n in names], color="tab:orange")
     else:
-        ax.set_xlabel("seconds")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_xlabel("seconds", fontsize=7)
+        ax.legend(fontsize=6, ncol=4 if len(ax.lines) > 6 else 1, loc="upper left")
+    for step in panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])[1:]:
+        (ax.axhline if panel["type"] == "timeseries" else ax.axvline)(step["value"], color=step["color"], ls="--", lw=1)
     ax.tick_params(labelsize=7)
 
 
@@ -86,23 +100,16 @@ def main(output: Path) -> None:
             with running_prometheus(folder, f"127.0.0.1:{port}") as prometheus:
                 assert wait_for(lambda: prometheus.query("churn_feature_customers_total"), 30)
                 start = time.time()
-                send(url, raw, 60)
-                send(url, drifted, 60, refused=20)
+                send(url, raw, 30)
+                send(url, pd.concat([drifted] * 5), 60, refuse=True)
                 prometheus.wait_for_evaluation()
                 end = time.time()
                 panels = dashboard["panels"]
                 rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-                figure = plt.figure(figsize=(16, rows * ROW_HEIGHT), layout="constrained")
-                grid = figure.add_gridspec(rows, 24)
+                figure = plt.figure(figsize=(16, rows * ROW_HEIGHT + 0.6))
                 for panel in panels:
-                    g = panel["gridPos"]
-                    draw_panel(
-                        figure.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]]),
-                        panel,
-                        prometheus,
-                        start,
-                        end,
-                    )
+                    side = 0.07 if panel["type"] == "bargauge" else 0.03  # room for the bars' names
+                    draw_panel(figure.add_axes(panel_box(panel["gridPos"], rows, side)), panel, prometheus, start, end)
                 figure.suptitle(
                     f"{dashboard['title']}: the dataset's customers for a minute, then only month-to-month fiber "
                     "(panels drawn from Prometheus by scripts/dashboard_png.py, not Grafana)",
