@@ -2,7 +2,8 @@
 Prometheus, not Grafana (which cannot be installed here).
 
 It runs gunicorn and Debian's Prometheus with the committed rules (tests/prometheus.py), sends the dataset's customers
-for a minute and then only month-to-month fiber-optic ones with a few refused, and plots each panel's own queries.
+for 30 s and then, for a minute, only month-to-month fiber-optic ones with a few refused, and plots each panel's own
+queries.
 
     .venv/bin/python scripts/dashboard_png.py [docs/dashboard.png]
 """
@@ -111,8 +112,8 @@ def main(output: Path) -> None:
                     side = 0.07 if panel["type"] == "bargauge" else 0.03  # room for the bars' names
                     draw_panel(figure.add_axes(panel_box(panel["gridPos"], rows, side)), panel, prometheus, start, end)
                 figure.suptitle(
-                    f"{dashboard['title']}: the dataset's customers for a minute, then only month-to-month fiber "
-                    "(panels drawn from Prometheus by scripts/dashboard_png.py, not Grafana)",
+                    f"{dashboard['title']}: the dataset's customers for 30 s, then only month-to-month fiber for a "
+                    "minute (panels drawn from Prometheus by scripts/dashboard_png.py, not Grafana)",
                     fontsize=11,
                 )
                 figure.savefig(output, dpi=80)
