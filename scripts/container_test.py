@@ -7,15 +7,17 @@ the build context and the image hold only what serving needs, every package inst
 image is at most MAX_IMAGE_MB; /health/ready answers 200; the engine reports the container healthy from the image's
 HEALTHCHECK; predict_test.py --url gets the same probability from the container as from the service run outside it;
 /metrics counts the prediction; the service runs as a non-root uid; $PORT and $WEB_CONCURRENCY are honoured; an image
-built with `--build-arg MODEL_FILE=` a model train.py made serves that model; `stop -t 10` lets an in-flight request
-finish and ends the container with exit code 0, not killed at the timeout. Containers and throwaway images it starts
-are removed; the image stays, for the layer cache.
+built with `--build-arg MODEL_FILE=` a model train.py made serves that model; run as deploy/cloudrun/service.yaml has
+Cloud Run run it (read-only root, /tmp in memory, PORT=8080, API keys from a secret volume) it answers, counts and
+stops cleanly; `stop -t 10` lets an in-flight request finish and ends the container with exit code 0, not killed at
+the timeout. Containers and throwaway images it starts are removed; the image stays, for the layer cache.
 """
 
 import json
 import math
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -39,7 +42,9 @@ IMAGE = "churn-serving:container-test"
 CONTEXT_IMAGE = "churn-serving:context-test"
 MODEL_IMAGE = "churn-serving:model-test"
 CONTAINER_PORT = 9696
+# Also Cloud Run's: SIGTERM, then SIGKILL 10 s later.
 STOP_TIMEOUT = 10
+CLOUD_RUN_SERVICE = ROOT / "deploy" / "cloudrun" / "service.yaml"
 # 55 % of the image's 586 MB when it still installed the training packages (scikit-learn, scipy, pandas).
 MAX_IMAGE_MB = 322
 # What the Dockerfile copies besides the churn package and the model, and what only the dependency stage needs.
@@ -115,14 +120,44 @@ def image_size_mb(engine: Engine, image: str = IMAGE) -> float:
     return int(engine("image", "inspect", "--format", "{{.Size}}", image).stdout.strip()) / 1e6
 
 
-def start(engine: Engine, image: str = IMAGE, env: dict | None = None, container_port: int = CONTAINER_PORT):
+def start(
+    engine: Engine,
+    image: str = IMAGE,
+    env: dict | None = None,
+    container_port: int = CONTAINER_PORT,
+    options: tuple[str, ...] = (),
+):
+    """Run image detached, its container_port published on a free loopback port; options go to `run` as they are."""
     port = free_port()
     env_args = [arg for name, value in (env or {}).items() for arg in ("-e", f"{name}={value}")]
     # A short health interval so that docker reports health within seconds (the image says 10 s).
     result = engine(
-        "run", "-d", "--health-interval", "2s", "-p", f"127.0.0.1:{port}:{container_port}", *env_args, image
+        "run", "-d", "--health-interval", "2s", "-p", f"127.0.0.1:{port}:{container_port}", *options, *env_args, image
     )
     return Container(result.stdout.strip().splitlines()[-1], f"http://127.0.0.1:{port}")
+
+
+def start_as_cloud_run(engine: Engine, image: str, secrets_folder: Path, api_key: str) -> tuple[Container, dict]:
+    """Run image as deploy/cloudrun/service.yaml has Cloud Run run it: its port as $PORT, the K_ variables Cloud Run
+    sets, its env, a read-only root with /tmp in memory, and each secret volume a read-only folder holding api_key.
+    The container, and the YAML's container."""
+    service = yaml.safe_load(CLOUD_RUN_SERVICE.read_text())
+    name, revision = service["metadata"]["name"], service["spec"]["template"]["spec"]
+    (spec,) = revision["containers"]
+    port = spec["ports"][0]["containerPort"]
+    # Cloud Run's container contract, with the names a first revision gets.
+    env = {"PORT": str(port), "K_SERVICE": name, "K_REVISION": f"{name}-00001-abc", "K_CONFIGURATION": name}
+    env |= {variable["name"]: variable["value"] for variable in spec["env"]}
+    volumes = {volume["name"]: volume["secret"] for volume in revision["volumes"]}
+    options = ["--read-only", "--tmpfs", "/tmp"]
+    for mount in spec["volumeMounts"]:
+        folder = secrets_folder / mount["name"]
+        folder.mkdir(mode=0o755)
+        for item in volumes[mount["name"]]["items"]:
+            (folder / item["path"]).write_text(f"{api_key}\n")
+            (folder / item["path"]).chmod(0o644)  # the image's user is not this one
+        options += ["-v", f"{folder}:{mount['mountPath']}:ro"]
+    return start(engine, image, env=env, container_port=port, options=tuple(options)), spec
 
 
 def remove(engine: Engine, container: Container) -> None:
@@ -296,10 +331,10 @@ def check_same_answer_as_outside(container: Container) -> str:
     return f"predict_test.py gets {inside_p!r} from the container, {outside_p!r} from the service outside it"
 
 
-def check_metrics(container: Container) -> str:
+def check_metrics(container: Container, headers: dict | None = None) -> str:
     """The workers' metric files are written where the non-root user can: /metrics counts a prediction."""
-    requests.post(f"{container.url}/predict", json=SAMPLE_CUSTOMER, timeout=10).raise_for_status()
-    response = requests.get(f"{container.url}/metrics", timeout=10)
+    requests.post(f"{container.url}/predict", json=SAMPLE_CUSTOMER, headers=headers, timeout=10).raise_for_status()
+    response = requests.get(f"{container.url}/metrics", headers=headers, timeout=10)
     assert response.status_code == 200, f"/metrics answered {response.status_code}"
     counted = re.search(r"^churn_predictions_total ([0-9.e+]+)$", response.text, re.MULTILINE)
     assert counted and float(counted.group(1)) >= 1, "/metrics does not count the prediction:\n" + response.text[:2000]
@@ -385,11 +420,12 @@ def check_model_build_arg(engine: Engine, container: Container) -> str:
     return f"--build-arg MODEL_FILE={model.name}: serves it ({inside:.6f}; the default model: {default:.6f})"
 
 
-def check_graceful_stop(engine: Engine, container: Container) -> str:
+def check_graceful_stop(engine: Engine, container: Container, headers: dict | None = None) -> str:
     """`stop -t 10` while a request is half sent: the request still gets its answer, and gunicorn exits 0."""
     body = json.dumps(SAMPLE_CUSTOMER).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     port = int(container.url.rsplit(":", 1)[1])
@@ -421,6 +457,36 @@ def check_graceful_stop(engine: Engine, container: Container) -> str:
     return f"stop -t {STOP_TIMEOUT}: the in-flight request got 200 ({probability:.4f}); exit 0 after {seconds:.1f} s"
 
 
+def check_cloud_run(engine: Engine, image: str = IMAGE) -> str:
+    """As Cloud Run runs it with deploy/cloudrun/service.yaml: ready, its probes' paths answer 200, /predict refuses a
+    request without the secret's key and answers one with it, /metrics counts (its files are in the in-memory /tmp),
+    nothing fails on the read-only root, and a stop lets an in-flight request finish and exits 0."""
+    api_key = secrets.token_urlsafe(32)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch).chmod(0o755)
+        container, spec = start_as_cloud_run(engine, image, Path(scratch), api_key)
+        try:
+            started = time.monotonic()
+            wait_ready(engine, container)
+            ready_after = time.monotonic() - started
+            for probe in ("startupProbe", "livenessProbe"):
+                path = spec[probe]["httpGet"]["path"]
+                status = requests.get(f"{container.url}{path}", timeout=5).status_code
+                assert status == 200, f"the {probe} path {path} answered {status}"
+            refused = requests.post(f"{container.url}/predict", json=SAMPLE_CUSTOMER, timeout=10).status_code
+            assert refused == 401, f"/predict without a key answered {refused}: CHURN_API_KEYS_FILE was not read"
+            counted = check_metrics(container, headers)
+            stopped = check_graceful_stop(engine, container, headers)
+            logs = engine.logs(container.id)
+        finally:
+            remove(engine, container)
+    port = spec["ports"][0]["containerPort"]
+    assert f"Listening at: http://0.0.0.0:{port}" in logs, logs[-3000:]
+    assert "Read-only file system" not in logs, logs[-3000:]
+    return f"as on Cloud Run (port {port}, read-only root): ready after {ready_after:.1f} s; {counted}; {stopped}"
+
+
 def main() -> int:
     engine = Engine()
     print(f"engine: {engine.path}{' (podman)' if engine.is_podman else ''}")
@@ -441,6 +507,7 @@ def main() -> int:
             lambda: check_non_root(engine, container),
             lambda: check_port_and_workers(engine),
             lambda: check_model_build_arg(engine, container),
+            lambda: check_cloud_run(engine),
             lambda: check_graceful_stop(engine, container),
         ]
         for check in checks:

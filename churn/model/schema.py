@@ -442,6 +442,8 @@ ID_PROBLEM = f"The customer's id should be a string or a whole number from {ID_M
 
 
 def _check_id(value) -> tuple[Any, str | None]:
+    if value.__class__ is float and value.is_integer():  # 449.0 is a JSON Schema integer
+        value = int(value)
     if value.__class__ is str or (value.__class__ is int and ID_MIN <= value <= ID_MAX):
         return value, None
     return None, ID_PROBLEM

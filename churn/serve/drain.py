@@ -47,7 +47,8 @@ def drain(worker) -> None:
     if not master_stopped_listening(worker.ppid, {os.fstat(s.fileno()).st_ino for s in _listeners}):
         return
     for listener in _listeners:
-        drop_new_connections(listener)
+        if not drop_new_connections(listener, worker.log):
+            return
         serve_queue(listener, serve)
 
 
@@ -153,9 +154,16 @@ HANDSHAKE_WAIT_S = 2.0
 TCP_SYN_RECV = "03"  # the state /proc/net/tcp shows for a handshake under way
 
 
-def drop_new_connections(listener: socket.socket) -> None:
-    """New connection attempts (SYNs) are dropped: the client retries, and is refused once the socket closes."""
-    listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(SockFprog(len(DROP_SYN), DROP_SYN)))
+def drop_new_connections(listener: socket.socket, log) -> bool:
+    """New connection attempts (SYNs) are dropped: the client retries, and is refused once the socket closes.
+    False, said in one warning, where the filter is refused (seen in a podman container): the worker then exits
+    as gunicorn makes it, without draining its queue."""
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(SockFprog(len(DROP_SYN), DROP_SYN)))
+    except OSError as e:
+        log.warning("churn: this stop cannot hold off new connections (%s): connections still queued may be reset", e)
+        return False
+    return True
 
 
 def serve_queue(listener: socket.socket, serve) -> int:

@@ -82,6 +82,10 @@ def test_model_file_build_arg_serves_that_model(engine, container):
     ct.check_model_build_arg(engine, container)
 
 
+def test_runs_as_cloud_run_runs_it_and_stops_cleanly(engine, image):
+    ct.check_cloud_run(engine, image)
+
+
 # Last: it stops the module's container.
 def test_stop_lets_in_flight_request_finish_and_exits_0(engine, container):
     ct.check_graceful_stop(engine, container)

@@ -249,7 +249,7 @@ def handshake_under_way(listener: socket.socket) -> socket.socket:
 def test_a_handshake_under_way_when_the_filter_is_set_completes_and_is_served(listener):
     worker = make_worker("sync", listener)
     client = handshake_under_way(listener)
-    drain.drop_new_connections(listener)
+    assert drain.drop_new_connections(listener, worker.log)
     # Its request comes while the queue is served: the ACK it carries must pass the filter, and be waited for.
     threading.Timer(0.2, client.sendall, [REQUEST]).start()
     read = answers([client])
@@ -262,10 +262,33 @@ def test_a_handshake_that_never_completes_holds_the_stop_no_longer_than_the_wait
     monkeypatch.setattr(drain, "HANDSHAKE_WAIT_S", 0.2)
     worker = make_worker("sync", listener)
     with handshake_under_way(listener):
-        drain.drop_new_connections(listener)
+        assert drain.drop_new_connections(listener, worker.log)
         started = time.monotonic()
         assert drain.serve_queue(listener, worker.handle) == 0
         assert 0.2 <= time.monotonic() - started < 2
+
+
+class FilterRefusingSocket(socket.socket):
+    """A listener as a podman container has it here: attaching the filter fails with EPERM."""
+
+    def setsockopt(self, level, option, value):
+        if option == drain.SO_ATTACH_FILTER:
+            raise PermissionError(1, "Operation not permitted")
+        super().setsockopt(level, option, value)
+
+
+def test_a_refused_filter_is_one_warning_and_the_worker_exits_as_gunicorn_makes_it(queue, caplog):
+    with FilterRefusingSocket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        worker = make_worker("sync", listener)
+        drain.keep_listeners(worker)
+        drain._listeners[:] = [listener]  # the dup() of a subclass is a plain socket
+        queue(listener, 1)
+        with caplog.at_level("WARNING", logger="gunicorn.error"):
+            drain.drain(worker)
+        assert "cannot hold off new connections (" in caplog.text and "Operation not permitted" in caplog.text
+        assert not queue_is_empty(listener)  # left queued, not served with new connections still coming
 
 
 @pytest.mark.parametrize("worker_class", INSTALLED_WORKERS)

@@ -130,6 +130,15 @@ EB_OPTIONS = {
         "StickinessType": one_of("lb_cookie"),
         "UnhealthyThresholdCount": integer(2, 10),
     },
+    "aws:elasticbeanstalk:command": {
+        "DeploymentPolicy": one_of(
+            "AllAtOnce", "Rolling", "RollingWithAdditionalBatch", "Immutable", "TrafficSplitting"
+        ),
+        "Timeout": integer(1, 3600),
+        "BatchSizeType": one_of("Percentage", "Fixed"),
+        "BatchSize": integer(1, 10000),
+        "IgnoreHealthCheck": boolean,
+    },
     # Environment properties: any name, any value; the Docker platform passes them to the container.
     "aws:elasticbeanstalk:application:environment": None,
     "aws:elbv2:listener:default": LISTENER_OPTIONS,
@@ -362,3 +371,85 @@ def test_eb_deploy_uploads_the_nginx_configuration_the_ebextensions_and_any_trai
 
 def test_eb_deploy_leaves_out_secrets_environments_caches_data_and_backups(deployment):
     assert set(PLANTED_OUT) & deployment["bundle"] == set()
+
+
+# ---- Deployments and going back: what `eb create` sets itself, and the eb commands the documents show
+
+EB_DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "elastic-beanstalk.md"]
+
+
+@pytest.fixture(scope="module")
+def eb_create_options(tmp_path_factory) -> dict[tuple[str, str], str]:
+    """What `eb create churn-serving-env --elb-type application` sets on the environment, by the EB CLI's own code."""
+    found = tmp_path_factory.mktemp("eb-create") / "options.json"
+    subprocess.run([str(eb_tools_python()), str(ROOT / "tests" / "eb_create_options.py"), str(found)], check=True)
+    return {(namespace, option): value for namespace, option, value in json.loads(found.read_text())}
+
+
+def test_eb_create_overrides_no_option_the_ebextensions_set(options, eb_create_options):
+    # Set on the environment, eb create's values take precedence: one the .ebextensions set otherwise would be dead.
+    overridden = {
+        key: (str(options[key]), value)
+        for key, value in eb_create_options.items()
+        if key in options and str(options[key]) != value
+    }
+    assert overridden == {}, "(.ebextensions, eb create)"
+
+
+def test_deployments_are_immutable_and_instance_replacements_wait_for_health(options, eb_create_options):
+    assert options["aws:elasticbeanstalk:command", "DeploymentPolicy"] == "Immutable"
+    rolling = "aws:autoscaling:updatepolicy:rollingupdate"
+    assert (eb_create_options[rolling, "RollingUpdateEnabled"], eb_create_options[rolling, "RollingUpdateType"]) == (
+        "true",
+        "Health",
+    )
+    assert eb_create_options["aws:elasticbeanstalk:healthreporting:system", "SystemType"] == "enhanced"
+
+
+def stated_settings(text: str) -> dict[str, str]:
+    """The `Option: value` code spans of a document."""
+    return dict(re.findall(r"`(\w+): ([\w/.-]+)`", text))
+
+
+@pytest.mark.parametrize("document", EB_DOCUMENTS, ids=lambda path: path.name)
+def test_the_documents_state_the_deployment_settings_in_force(document, options, eb_create_options):
+    in_force = {option: str(value) for (_, option), value in options.items()}
+    in_force |= {option: value for (_, option), value in eb_create_options.items()}
+    stated = stated_settings(document.read_text())
+    assert "DeploymentPolicy" in stated
+    wrong = {name: (value, in_force.get(name)) for name, value in stated.items() if in_force.get(name) != value}
+    assert wrong == {}, "(stated, in force)"
+
+
+def eb_commands(document: Path) -> list[list[str]]:
+    """The `eb ...` command lines of a document's code blocks, as words, without their comments."""
+    return [shlex.split(line.partition("  #")[0]) for line in re.findall(r"^ {4}(eb .*)$", document.read_text(), re.M)]
+
+
+def eb_help(*command: str) -> str:
+    eb_tools_python()
+    return subprocess.run(
+        [str(EB_TOOLS / "bin" / "eb"), *command, "--help"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+def test_the_readme_shows_labelled_versions_and_going_back():
+    commands = [" ".join(words) for words in eb_commands(ROOT / "README.md")]
+    for shown in ("eb deploy --label", "eb appversion", "eb deploy --version"):
+        assert any(command.startswith(shown) for command in commands), shown
+
+
+def test_the_documented_eb_commands_take_the_options_they_are_given():
+    helps = {}
+    for words in [words for document in EB_DOCUMENTS for words in eb_commands(document)]:
+        command = tuple(words[1:2])
+        if command not in helps:
+            helps[command] = eb_help(*command)
+        # A sub-command (eb local run) has options of its own.
+        if len(words) > 2 and re.search(rf"^commands:\n(?:  .*\n)*?  {re.escape(words[2])} ", helps[command], re.M):
+            command = tuple(words[1:3])
+            helps.setdefault(command, eb_help(*command))
+        for option in (word.partition("=")[0] for word in words if word.startswith("-")):
+            assert re.search(rf"(^|[\s,]){re.escape(option)}([\s,]|$)", helps[command], re.M), (
+                f"`eb {' '.join(command)}` has no option {option}"
+            )

@@ -164,7 +164,12 @@ def test_the_id_is_echoed_in_any_spelling(client, customer_id):
         assert answer["customerID"] == customer_id
 
 
-@pytest.mark.parametrize("customer_id", [None, 1.5, True, ["a"], {"a": 1}, -(2**63) - 1, 2**64, 10**40])
+def test_a_whole_number_written_with_a_fraction_is_an_id_echoed_as_an_integer(client):
+    answer = post(client, dict(SAMPLE_CUSTOMER, customerID=449.0))
+    assert answer.status_code == 200 and b'"customerID":449,' in answer.data
+
+
+@pytest.mark.parametrize("customer_id", [None, 1.5, True, ["a"], {"a": 1}, -(2**63) - 1, 2**64, 10**40, 1e300])
 @pytest.mark.parametrize("many", [False, True])
 def test_an_id_that_is_no_id_is_refused(client, customer_id, many):
     customer = dict(SAMPLE_CUSTOMER, customerID=customer_id)
