@@ -162,7 +162,8 @@ def monitored(tmp_path):
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     with running_server(gunicorn_command(port), port, env=env) as (url, _):
         with running_prometheus(tmp_path, f"127.0.0.1:{port}") as prometheus:
-            assert wait_for(lambda: prometheus.query("churn_feature_customers_total"), 30), prometheus.scrape_errors()
+            scraped = wait_for(lambda: prometheus.query("churn_feature_customers_total"), 30)
+            assert scraped, f"no churn_feature_customers_total scraped from {url}/metrics: {prometheus.scrape_errors()}"
             yield url, prometheus
 
 
