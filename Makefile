@@ -24,12 +24,13 @@ NGINX := nginx=nginx
 JAVA := java=openjdk-17-jre-headless
 # PostgreSQL's server for the prediction log's tests (they run initdb and pg_ctl themselves, not its service).
 POSTGRES := pg_ctlcluster=postgresql
-PROMTOOL := promtool=prometheus
+# Prometheus and promtool run the rules (monitoring/prometheus/); docker-compose and podman-compose read compose.yaml.
+PROMETHEUS := prometheus=prometheus docker-compose=docker-compose podman-compose=podman-compose
 
 # The container test runs only where an engine is named (CONTAINER_ENGINE=docker, or podman here).
 # PYTEST_ARGS narrows the run: make test PYTEST_ARGS=tests/unit/test_data.py
 test: $(SYNCED)
-	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA) $(POSTGRES) $(PROMTOOL)
+	sh scripts/install_debian.sh $(CHROMIUM) $(NGINX) $(JAVA) $(POSTGRES) $(PROMETHEUS)
 	$(VENV)/bin/python -m pytest $(if $(CONTAINER_ENGINE),,-m "not container") $(PYTEST_ARGS)
 
 # The quick edit-and-test loop: tests/unit (no server, browser, nginx, Spark or container: nothing beyond the venv),

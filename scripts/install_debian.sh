@@ -2,8 +2,9 @@
 # Installs the Debian packages the tests need beyond Python, where they are missing. Each argument is
 # PROGRAM=PACKAGE[,PACKAGE...]: the packages are installed when PROGRAM is not found. `make test` asks for
 # Chromium (Playwright's own browser download cannot be fetched here: it drives /usr/bin/chromium), nginx (the
-# proxy Elastic Beanstalk puts in front of the container; the tests run it themselves, not its service), a Java
-# runtime for pyspark (Spark 4 runs on Java 17 or 21) and promtool (the rules in monitoring/).
+# proxy Elastic Beanstalk puts in front of the container; the tests run it themselves, not its service), a
+# Java runtime for pyspark (Spark 4 runs on Java 17 or 21), PostgreSQL and Prometheus (the tests start their own
+# servers, not the packages' services) and the two compose tools that read compose.yaml.
 set -eu
 missing=""
 for wanted in "$@"; do
