@@ -35,8 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from churn.model.schema import FEATURES, OTHER
-from churn.monitor.drift import SCORE
-from churn.monitor.stability import psi
+from churn.monitor.drift import SCORE, psi
 from churn.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -286,7 +285,7 @@ class ReferenceCollector:
 
 
 class ChallengerPsiCollector:
-    """Every family of source, and churn_challenger_psi: the PSI (churn.monitor.stability) of the challenger's tenths
+    """Every family of source, and churn_challenger_psi: the PSI (churn.monitor.drift) of the challenger's tenths
     against the champion's over every customer counted since the service started (for a window, docs/models.md
     has the PromQL). source gives churn_challenger_customers summed over the workers, so its files are read once."""
 

@@ -1,5 +1,5 @@
 """monitoring/challenger.rules.yml under Prometheus's own rule evaluator (promtool test rules): the PSI and
-agreement it records over a day are those churn.monitor.stability and plain counting give for the same counts."""
+agreement it records over a day are those churn.monitor.drift and plain counting give for the same counts."""
 
 import math
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from churn import metrics
-from churn.monitor.stability import psi
+from churn.monitor.drift import psi
 from devtools import ROOT
 
 RULES = ROOT / "monitoring" / "challenger.rules.yml"

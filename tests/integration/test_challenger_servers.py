@@ -7,7 +7,7 @@ import requests
 
 from churn import metrics
 from churn.model.scoring import load_served_model
-from churn.monitor.stability import psi
+from churn.monitor.drift import psi
 from churn.serve.app import create_app
 from devtools import MODEL_FILE, free_port, gunicorn_command, running_server
 from tests.helpers import customers, samples, without_ids

@@ -85,7 +85,7 @@ def test_the_curl_examples_show_what_the_service_answers(service, document):
 
 
 def test_the_powershell_customer_is_the_curl_one():
-    text = README.read_text()
+    text = (ROOT / "docs" / "windows.md").read_text()
     table = text[text.index("$customer = @{") : text.index("}", text.index("$customer = @{"))]
     customer = {name: json.loads(value) for name, value in re.findall(r"(\w+) = (\"[^\"]*\"|[\d.]+)", table)}
     assert customer == json.loads(curl_examples(README)[0]["body"])

@@ -10,7 +10,7 @@ from werkzeug.test import EnvironBuilder
 from churn import metrics
 from churn.model.scoring import load_served_model
 from churn.model.training import FEATURE_NAMES, load_model
-from churn.monitor.stability import psi
+from churn.monitor.drift import psi
 from churn.serve.app import create_app
 from churn.serve.routes import PREDICTOR
 from churn.settings import Settings

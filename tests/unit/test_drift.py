@@ -1,39 +1,27 @@
 """Drift: the reference profile train.py writes, the bins, PSI against evidently's, and the counts the service keeps
 (bounded whatever a client sends; a batch counts what one customer at a time counts)."""
 
-import importlib.util
 import json
 import math
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import entropy
 
+import tests.references  # noqa: F401 (evidently importable under pandas 3)
 from churn.model.explain import make_explainer
 from churn.model.schema import FEATURES, SAMPLE_CUSTOMER
 from churn.model.scoring import columns_of
 from churn.model.training import split
 from churn.monitor import drift, live
-from churn.monitor.drift import SCORE, Reference, ReferenceUnavailable, counts_of, psi
+from churn.monitor.drift import EMPTY_SHARE, SCORE, Reference, ReferenceUnavailable, counts_of, psi
 from tests.helpers import customers, samples
 
 
 def evidently_psi():
-    """evidently's own PSI (legacy stattests). evidently 0.7's package __init__ imports modules that fail on pandas
-    3 (infer_dtype_from_object is gone); the PSI modules do not use them, so they are imported under a bare package
-    when the whole one cannot be."""
-    try:
-        from evidently.legacy.calculations.stattests.psi import _psi
-    except ImportError:
-        for name in [m for m in sys.modules if m == "evidently" or m.startswith("evidently.")]:
-            del sys.modules[name]
-        package = types.ModuleType("evidently")
-        package.__path__ = [str(Path(importlib.util.find_spec("evidently").origin).parent)]
-        sys.modules["evidently"] = package
-        from evidently.legacy.calculations.stattests.psi import _psi
+    """evidently's own PSI (legacy stattests), on two series of bin labels."""
+    from evidently.legacy.calculations.stattests.psi import _psi
     from evidently.legacy.core import ColumnType
 
     return lambda reference, current: _psi(reference, current, ColumnType.Categorical, 0.1)[0]
@@ -208,3 +196,27 @@ def test_random_values_leave_the_series_unchanged(client, reference):
         == reference.shares["tenure"][2]
     )
     assert len(shares) == len(live.SERIES) - 10
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_psi_is_the_symmetric_kl_divergence_of_the_shares(seed):
+    rng = np.random.default_rng(seed)
+    expected, actual = rng.integers(1, 1000, 10), rng.integers(1, 1000, 10)
+    e, a = expected / expected.sum(), actual / actual.sum()
+    assert psi(expected, actual) == pytest.approx(entropy(e, a) + entropy(a, e), rel=1e-12)
+
+
+def test_the_same_distribution_has_no_shift_and_scale_does_not_matter():
+    counts = np.array([5, 10, 20, 40, 25])
+    assert psi(counts, counts * 7) == pytest.approx(0, abs=1e-15)
+
+
+def test_a_bin_empty_in_one_distribution_counts_as_a_tiny_share_and_one_empty_in_both_is_no_bin():
+    expected, actual = [50, 50, 0, 0], [50, 0, 50, 0]
+    shares_e, shares_a = np.array([0.5, 0.5, EMPTY_SHARE]), np.array([0.5, EMPTY_SHARE, 0.5])
+    assert psi(expected, actual) == pytest.approx(np.sum((shares_e - shares_a) * np.log(shares_e / shares_a)))
+    # Where the smallest share is already below EMPTY_SHARE, an empty bin is a millionth of it.
+    expected, actual = [1, 99_999, 0], [1, 99_998, 1]
+    e = np.array([1e-5, 0.99999, 1e-11])
+    a = np.array([1, 99_998, 1]) / 100_000
+    assert psi(expected, actual) == pytest.approx(np.sum((e - a) * np.log(e / a)))
