@@ -51,8 +51,16 @@ MAX_IMAGE_MB = 322
 APP_FILES = {"gunicorn.conf.py", "predict.py", "Pipfile.lock"}
 LOCK_FILES = {"Pipfile", "Pipfile.lock"}
 # What serving imports: the app, and the servers that run it (gunicorn's gthread worker, the default, or its sync
-# one here; waitress on Windows).
-SERVING_IMPORTS = ["predict", "gunicorn.app.wsgiapp", "gunicorn.workers.gthread", "gunicorn.workers.sync", "waitress"]
+# one here; waitress on Windows), and psycopg, which the prediction log imports when CHURN_PREDICTION_LOG names
+# PostgreSQL (churn/monitor/store.py).
+SERVING_IMPORTS = [
+    "predict",
+    "gunicorn.app.wsgiapp",
+    "gunicorn.workers.gthread",
+    "gunicorn.workers.sync",
+    "waitress",
+    "psycopg",
+]
 
 
 class EngineError(RuntimeError):
