@@ -19,14 +19,17 @@ from churn.model.report import DPI, PNG_METADATA
 from churn.monitor import performance
 from churn.monitor.store import MATCHED_PREDICTION, Store
 
-PREDICTIONS = "SELECT prediction_id, predicted_at, model_version, probability, decision FROM predictions"
+PREDICTIONS = (
+    "SELECT prediction_id, predicted_at, model_version, probability, decision, challenger_probability FROM predictions"
+)
 # Each outcome's prediction; when several outcomes join one prediction, the last loaded counts.
 OUTCOMES = f"SELECT {MATCHED_PREDICTION} AS prediction_id, o.churned, o.outcome_id FROM outcomes o"
 
 
 def labelled_predictions(store: Store) -> pd.DataFrame:
     """Every logged prediction with its month and its outcome (churned: 1, 0, or NaN while unknown)."""
-    predictions = pd.DataFrame(store.query(PREDICTIONS), columns=["prediction_id", "at", "version", "p", "decision"])
+    columns = ["prediction_id", "at", "version", "p", "decision", "challenger_p"]
+    predictions = pd.DataFrame(store.query(PREDICTIONS), columns=columns)
     outcomes = pd.DataFrame(store.query(OUTCOMES), columns=["prediction_id", "churned", "outcome_id"])
     outcomes = outcomes.dropna(subset=["prediction_id"]).sort_values("outcome_id")
     outcomes["prediction_id"] = outcomes["prediction_id"].astype(str)
@@ -35,6 +38,7 @@ def labelled_predictions(store: Store) -> pd.DataFrame:
     predictions["month"] = pd.to_datetime(predictions["at"], utc=True, format="ISO8601").dt.strftime("%Y-%m")
     predictions["decision"] = predictions["decision"].astype(bool)
     predictions["p"] = predictions["p"].astype(float)
+    predictions["challenger_p"] = predictions["challenger_p"].astype(float)  # NaN where no challenger scored
     labelled = predictions.merge(outcomes, on="prediction_id", how="left")
     labelled["churned"] = labelled["churned"].astype(float)
     return labelled
@@ -52,6 +56,9 @@ def group_report(month: str, version: str, group: pd.DataFrame) -> dict:
     if len(known):
         y = known["churned"].to_numpy().astype(int)
         row |= performance.summary(y, known["p"].to_numpy(), known["decision"].to_numpy())
+        # The shadow challenger on the same customers (churn.monitor.challenger), where it scored them all.
+        if known["challenger_p"].notna().all():
+            row["challenger_auc"] = performance.auc(y, known["challenger_p"].to_numpy())
     return row
 
 
@@ -110,6 +117,7 @@ COLUMNS = [
     ("AUC", lambda g: number(g.get("auc"))),
     ("AUC 95 %", lambda g: f"{number(g['auc_95'][0])}–{number(g['auc_95'][1])}" if "auc_95" in g else "–"),
     ("Estimated AUC", lambda g: number(g["estimated_auc"])),
+    ("Challenger's AUC", lambda g: number(g.get("challenger_auc"))),
     ("Brier", lambda g: number(g.get("brier"))),
     ("Precision", lambda g: number(g.get("precision"))),
     ("Recall", lambda g: number(g.get("recall"))),
