@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import free_port, gunicorn_command, running_server, wait_for
+from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 from tests.auth_checks import BODY, JSON, KEY, OTHER_KEY, KeyChecks
 
 
@@ -104,9 +104,12 @@ def test_a_key_rotated_in_the_file_takes_effect_on_sighup_with_no_failed_request
             return raw(port, "POST", "/predict", {"X-API-Key": key})[0]
 
         def after_sighup(expected: dict[str, int]) -> None:
+            old = worker_pids(master.pid)
             master.send_signal(signal.SIGHUP)
-            # Old workers finish what they hold while new ones start: until then either may answer.
-            assert wait_for(lambda: all(status(k) == s for k, s in expected.items() for _ in range(4)), 20), expected
+            # gunicorn starts the new workers before it stops the old ones, which answer until they are gone: the
+            # reload is done when none of them is left (a few answers from new workers alone do not show it).
+            assert wait_for(lambda: not worker_pids(master.pid) & old, 20), "the old workers did not stop"
+            assert all(status(k) == s for k, s in expected.items() for _ in range(4)), expected
 
         assert (status(KEY), status(OTHER_KEY)) == (200, 401)
         keys.write_text(f"{KEY}\n{OTHER_KEY}\n")
