@@ -103,28 +103,33 @@ def request_rate(selector: str, window: str) -> str:
     return f"sum(rate(churn_http_requests_total{{{selector}}}[{window}]))"
 
 
-def groups() -> dict:
-    customer_requests = f"endpoint=~{CUSTOMER_ENDPOINTS}"
+CUSTOMER_REQUESTS = f"endpoint=~{CUSTOMER_ENDPOINTS}"
+ALL_REQUESTS = request_rate(CUSTOMER_REQUESTS, "1h")
+
+
+def recording_rules() -> list[dict]:
     # No 4xx series until the first refusal: none yet is a share of 0.
-    refused_rate = request_rate(f'{customer_requests},status=~"4.."', "1h")
+    refused_rate = request_rate(f'{CUSTOMER_REQUESTS},status=~"4.."', "1h")
     refused = f"({refused_rate} or vector(0))"
-    all_requests = request_rate(customer_requests, "1h")
-    buckets = f"churn_http_request_duration_seconds_bucket{{{customer_requests}}}"
-    latency = f"histogram_quantile(0.99, sum by (le) (rate({buckets}[5m])))"
     recording = [*FEATURES.reference_rules(), *SCORE.reference_rules()]
     for window in WINDOWS:
         recording += FEATURES.window_rules(window) + SCORE.window_rules(window)
-    recording += [
-        record("churn:refused_share:1h", f"{refused}\n/\n({all_requests} > 0)"),
+    return recording + [
+        record("churn:refused_share:1h", f"{refused}\n/\n({ALL_REQUESTS} > 0)"),
         record("churn:refused_values:rate1h", "sum by (field) (rate(churn_refused_values_total[1h]))"),
     ]
+
+
+def alert_rules() -> list[dict]:
+    buckets = f"churn_http_request_duration_seconds_bucket{{{CUSTOMER_REQUESTS}}}"
+    latency = f"histogram_quantile(0.99, sum by (le) (rate({buckets}[5m])))"
     feature = "The live distribution of {{ $labels.feature }}"
     drift_runbook = (
         "Compare the feature's live shares with the reference on the dashboard (PSI per feature): a new source of "
         "customers or a change upstream (a renamed category, a unit) moves one feature; a changed customer base "
         "moves several and the score. Retrain on recent customers once the change is understood (docs/training.md)."
     )
-    alerts = [
+    return [
         drift_alert(FEATURES, "ChurnFeatureDrift", PSI_WARNING, "warning", feature, drift_runbook),
         drift_alert(FEATURES, "ChurnFeatureDrift", PSI_CRITICAL, "critical", feature, drift_runbook),
         drift_alert(
@@ -138,7 +143,7 @@ def groups() -> dict:
         ),
         alert(
             "ChurnRefusals",
-            f"churn:refused_share:1h > {REFUSED_SHARE}\nand\n{all_requests} * 3600 >= {MIN_REQUESTS}",
+            f"churn:refused_share:1h > {REFUSED_SHARE}\nand\n{ALL_REQUESTS} * 3600 >= {MIN_REQUESTS}",
             "15m",
             "warning",
             "{{ $value | humanizePercentage }} of /predict and /explain requests refused over the last hour",
@@ -173,8 +178,11 @@ def groups() -> dict:
             "customers runs and reaches it (its API key, the load balancer).",
         ),
     ]
+
+
+def groups() -> dict:
     # One group: its rules run in order at each evaluation, so an alert sees the drift recorded at the same instant.
-    return {"groups": [{"name": "churn", "rules": recording + alerts}]}
+    return {"groups": [{"name": "churn", "rules": recording_rules() + alert_rules()}]}
 
 
 class _BlockDumper(yaml.SafeDumper):
