@@ -120,9 +120,6 @@ def mark_frame(
     refused row (field set); split_frame separates them. With a reference, also a line per bin of each Arrow batch
     with its scored rows (DRIFT_COLUMNS), which drift_counts sums. Other arguments as score_frame's."""
     from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
-
-    drift_types = (StringType(), StringType(), LongType())
 
     plan = ColumnPlan.of(df.columns, id_column)  # a missing column fails here, before any job runs
     # Spark's names are case-insensitive: the dataset's label Churn and the decision churn would be one name.
@@ -143,16 +140,7 @@ def mark_frame(
     shared = spark.sparkContext.broadcast((served.scorer, served.explanation if reasons else None, reference))
 
     source = df.select(*map(_quoted, dict.fromkeys(keep + plan.columns)))
-    kept = [source.schema[name] for name in keep]
-    if reference:  # the count lines have none of them (the row number is otherwise never null)
-        kept = [StructField(field.name, field.dataType, True) for field in kept]
-    text = [StructField(REASON.format(i + 1), StringType()) for i in range(reasons)]
-    problem = [StructField(name, StringType()) for name in REJECT_COLUMNS]
-    schema = StructType(
-        [*kept, StructField(PROBABILITY, DoubleType()), StructField(DECISION, BooleanType()), *text, *problem]
-        + [StructField(FIRST_PROBLEM, BooleanType())]
-        + [StructField(name, kind) for name, kind in zip(DRIFT_COLUMNS, drift_types, strict=True)]
-    )
+    schema = _marked_schema(source, keep, reasons, nullable_kept=reference is not None)
     arrow_schema = to_arrow_schema(schema)
 
     def score_partition(batches):
@@ -175,6 +163,23 @@ def mark_frame(
                 yield _padded(result.rejects.append_column(FIRST_PROBLEM, first), arrow_schema)
 
     return source.mapInArrow(score_partition, schema)
+
+
+def _marked_schema(source, keep: list[str], reasons: int, nullable_kept: bool):
+    """mark_frame's columns: the kept ones, the answer, the reasons, the problem, and the drift count lines'."""
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
+
+    kept = [source.schema[name] for name in keep]
+    if nullable_kept:  # the count lines have none of them (the row number is otherwise never null)
+        kept = [StructField(field.name, field.dataType, True) for field in kept]
+    text = [StructField(REASON.format(i + 1), StringType()) for i in range(reasons)]
+    problem = [StructField(name, StringType()) for name in REJECT_COLUMNS]
+    drift_types = (StringType(), StringType(), LongType())
+    return StructType(
+        [*kept, StructField(PROBABILITY, DoubleType()), StructField(DECISION, BooleanType()), *text, *problem]
+        + [StructField(FIRST_PROBLEM, BooleanType())]
+        + [StructField(name, kind) for name, kind in zip(DRIFT_COLUMNS, drift_types, strict=True)]
+    )
 
 
 def _count_lines(reference: Reference, counts: dict) -> pa.RecordBatch:
