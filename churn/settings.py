@@ -90,7 +90,8 @@ class Settings:
     worker_class: str = setting(
         "GUNICORN_WORKER_CLASS",
         "gthread",
-        "`gthread`: threads in each worker, connections kept open between requests (nginx reuses them); "
+        "`gthread`: threads in each worker, connections kept open between requests (nginx reuses them) and spread "
+        "evenly over the workers (`churn/serve/worker.py`); "
         "`sync`: one request at a time in each worker, a new connection for every request",
     )
     threads: int = setting(

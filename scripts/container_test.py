@@ -50,13 +50,13 @@ MAX_IMAGE_MB = 322
 # What the Dockerfile copies besides the churn package and the model, and what only the dependency stage needs.
 APP_FILES = {"gunicorn.conf.py", "predict.py", "Pipfile.lock"}
 LOCK_FILES = {"Pipfile", "Pipfile.lock"}
-# What serving imports: the app, and the servers that run it (gunicorn's gthread worker, the default, or its sync
-# one here; waitress on Windows), and psycopg, which the prediction log imports when CHURN_PREDICTION_LOG names
+# What serving imports: the app, and the servers that run it (gunicorn's gthread worker as churn/serve/worker.py
+# extends it, the default, or its sync one here; waitress on Windows), and psycopg, which the prediction log imports when CHURN_PREDICTION_LOG names
 # PostgreSQL (churn/monitor/store.py).
 SERVING_IMPORTS = [
     "predict",
     "gunicorn.app.wsgiapp",
-    "gunicorn.workers.gthread",
+    "churn.serve.worker",
     "gunicorn.workers.sync",
     "waitress",
     "psycopg",

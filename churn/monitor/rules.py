@@ -1,8 +1,10 @@
 """The Prometheus rules of monitoring/prometheus/rules.yml: drift (PSI) per feature and of the score against the
-training's reference, the share of refused requests, and the alerts on them and on errors, latency and traffic.
+training's reference, the share of refused requests, and the alerts on them and on errors, latency and traffic; and
+those of monitoring/challenger.rules.yml: the shadow challenger's scores against the champion's over a day.
 
-The YAML is written from here, `python -m churn.monitor.rules > monitoring/prometheus/rules.yml` (a test checks
-that the two agree), so that each PromQL pattern and each threshold is written once, though the file repeats them.
+The YAML is written from here, `python -m churn.monitor.rules > monitoring/prometheus/rules.yml` and
+`python -m churn.monitor.rules challenger > monitoring/challenger.rules.yml` (a test checks that the files agree), so
+that each PromQL pattern and each threshold is written once, though the files repeat them.
 
 PSI over a feature's bins is Σ (live − reference) · ln(live / reference), on shares. A zero share is replaced as
 evidently's get_binned_data replaces it, in each distribution on its own: by 0.0001, or by a millionth of the
@@ -76,6 +78,8 @@ class Binned:
 
 FEATURES = Binned("feature", ("feature",))
 SCORE = Binned("score", ())
+# Both models' scores of the customers the challenger scored, in tenths: two live distributions, no reference.
+CHALLENGER = Binned("challenger", ("model",))
 
 
 def record(name: str, expr: str) -> dict:
@@ -180,9 +184,35 @@ def alert_rules() -> list[dict]:
     ]
 
 
+def challenger_rules() -> list[dict]:
+    """The day's PSI between the challenger's tenths and the champion's (as churn_challenger_psi, since the start),
+    zeros replaced in each model's shares on its own, and the share of customers both put on the same side."""
+    counts, share = "churn:challenger_customers:increase1d", "churn:challenger_share:1d"
+    filled = "churn:challenger_share_filled:1d"
+    challenger, champion = (f'{{model="{model}"}}' for model in ("challenger", "champion"))
+    terms = (
+        f"    ({filled}{challenger} - ignoring (model) {filled}{champion})\n"
+        f"    * ln({filled}{challenger} / ignoring (model) {filled}{champion})"
+    )
+    either = f"({share}{challenger} > 0 or ignoring (model) {share}{champion} > 0)"
+    agreement = "churn_challenger_agreement_customers_total"
+    agreed, scored = (f"sum(increase({agreement}{which}[1d]))" for which in ('{agree="true"}', ""))
+    return [
+        record(counts, f"sum by {CHALLENGER.bins} (increase(churn_challenger_customers_total[1d]))"),
+        record(share, f"{counts}\n/ on {CHALLENGER.by} group_left ()\n(sum by {CHALLENGER.by} ({counts}) > 0)"),
+        record(filled, CHALLENGER.filled(share)),
+        record("churn:challenger_psi:1d", f"sum(\n  (\n{terms}\n  )\n  and on (bin)\n  {either}\n)"),
+        record("churn:challenger_agreement:1d", f"{agreed}\n/\n{scored}"),
+    ]
+
+
 def groups() -> dict:
     # One group: its rules run in order at each evaluation, so an alert sees the drift recorded at the same instant.
     return {"groups": [{"name": "churn", "rules": recording_rules() + alert_rules()}]}
+
+
+def challenger_groups() -> dict:
+    return {"groups": [{"name": "churn-challenger", "rules": challenger_rules()}]}
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -195,10 +225,13 @@ _BlockDumper.add_representer(
 )
 
 
-def rules_yaml() -> str:
-    header = "# Written by `python -m churn.monitor.rules > monitoring/prometheus/rules.yml`: edit that module.\n"
-    return header + yaml.dump(groups(), Dumper=_BlockDumper, sort_keys=False, width=120)
+def rules_yaml(challenger: bool = False) -> str:
+    """rules.yml, or with challenger challenger.rules.yml."""
+    command, target = ("challenger ", "challenger.rules.yml") if challenger else ("", "prometheus/rules.yml")
+    header = f"# Written by `python -m churn.monitor.rules {command}> monitoring/{target}`: edit that module.\n"
+    rules = challenger_groups() if challenger else groups()
+    return header + yaml.dump(rules, Dumper=_BlockDumper, sort_keys=False, width=120)
 
 
 if __name__ == "__main__":
-    sys.stdout.write(rules_yaml())
+    sys.stdout.write(rules_yaml(challenger=sys.argv[1:] == ["challenger"]))

@@ -23,13 +23,25 @@ def rounded(value: float) -> float:
     return math.floor(value * inverse + 0.5) / inverse
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_the_recorded_psi_and_agreement_are_the_services(tmp_path, seed):
-    rng = np.random.default_rng(seed)
-    # Customers per hour in each tenth, for each model; some bins empty in one model or both.
+def hourly_counts(case) -> dict[str, np.ndarray]:
+    """Customers per hour in each tenth, for each model: random ones (some bins empty in one model or both), or a
+    bin holding under 0.01 % of the champion's customers, where evidently's rule for an empty bin is not 0.0001."""
+    if case == "a tenth under 0.01 %":
+        return {
+            "champion": np.array([0, 1, *[5000] * 8]),
+            "challenger": np.array([0, 3000, *[6000] * 7, 0]),
+        }
+    rng = np.random.default_rng(case)
     per_hour = {model: rng.integers(0, 40, len(metrics.PROBABILITY_BINS)) for model in metrics.SHADOW_MODELS}
     per_hour["champion"][0] = per_hour["challenger"][0] = 0
     per_hour["challenger"][9] = 0
+    return per_hour
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, "a tenth under 0.01 %"])
+def test_the_recorded_psi_and_agreement_are_the_services(tmp_path, case):
+    rng = np.random.default_rng(0)
+    per_hour = hourly_counts(case)
     agreed, disagreed = int(rng.integers(50, 100)), int(rng.integers(0, 50))
     series = [
         {
