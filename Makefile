@@ -54,11 +54,13 @@ jupyter: $(SYNCED)
 		$(JUPYTER_ARGS)
 
 # Throughput of this service, the course's classic one and Flask's floor, under identical gunicorn flags; then what the
-# prediction log costs (bench/predictionlog.py: log off, SQLite, PostgreSQL).
+# prediction log costs (bench/predictionlog.py: log off, SQLite, PostgreSQL), and what monitoring costs a batch in CPU
+# time (bench/inprocess.py).
 bench: $(SYNCED)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	sh scripts/install_debian.sh $(POSTGRES)
 	$(VENV)/bin/python -m bench.predictionlog $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.inprocess $(BENCH_ARGS)
 
 # Batch scoring: score.py on a 1,000,000-row CSV against the naive pandas + scikit-learn way, and on Spark local[2]
 # against a naive pandas UDF and an identity pass (the floor of Spark's Python workers).

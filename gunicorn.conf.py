@@ -9,7 +9,7 @@ import tempfile
 import gunicorn.util
 
 from churn.errors import write_gunicorn_refusal
-from churn.settings import SettingError, Settings
+from churn.settings import GUNICORN_WORKER_CLASSES, SettingError, Settings
 
 try:
     settings = Settings.from_env()
@@ -20,7 +20,7 @@ workers = settings.workers
 # gthread: a connection stays open between requests, so nginx's upstream keepalive (Elastic Beanstalk's `keepalive 256`)
 # reuses it instead of connecting for every request, which is most of what a sync worker spends on a small request.
 # Its threads also let a slow client (straight at gunicorn, as on Cloud Run) hold a thread, not a whole worker.
-worker_class = {"gthread": "churn.serve.worker.BalancedThreadWorker"}.get(settings.worker_class, settings.worker_class)
+worker_class = GUNICORN_WORKER_CLASSES[settings.worker_class]
 # gunicorn turns a sync worker given more than one thread into a gthread one.
 threads = settings.threads if settings.worker_class == "gthread" else 1
 # Longer than nginx's upstream keepalive_timeout (60 s): an idle connection is closed by nginx, never by gunicorn just

@@ -283,7 +283,6 @@ class ReferenceCollector:
         yield score
 
 
-
 class ChallengerPsiCollector:
     """Every family of source, and churn_challenger_psi: the PSI (churn.monitor.drift) of the challenger's tenths
     against the champion's over every customer counted since the service started (for a window, docs/models.md

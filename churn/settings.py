@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILE_NAME = "model_C=1.0.bin"
 # Printable ASCII without space: what a header carries unchanged through every client and proxy.
 KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
-WORKER_CLASSES = ("gthread", "sync")
+# GUNICORN_WORKER_CLASS's values, and the class gunicorn loads for each: gthread as churn/serve/worker.py extends it.
+GUNICORN_WORKER_CLASSES = {"gthread": "churn.serve.worker.BalancedThreadWorker", "sync": "sync"}
+WORKER_CLASSES = tuple(GUNICORN_WORKER_CLASSES)
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
@@ -30,6 +32,8 @@ def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     except (OSError, ValueError):  # no cgroup v2 here: the CPUs it may run on
         pass
     return cpus
+
+
 LOG_SCHEMES = ("sqlite:///", "postgresql://")
 
 

@@ -51,8 +51,8 @@ MAX_IMAGE_MB = 322
 APP_FILES = {"gunicorn.conf.py", "predict.py", "Pipfile.lock"}
 LOCK_FILES = {"Pipfile", "Pipfile.lock"}
 # What serving imports: the app, and the servers that run it (gunicorn's gthread worker as churn/serve/worker.py
-# extends it, the default, or its sync one here; waitress on Windows), and psycopg, which the prediction log imports when CHURN_PREDICTION_LOG names
-# PostgreSQL (churn/monitor/store.py).
+# extends it, the default, or its sync one here; waitress on Windows), and psycopg, which the prediction log imports
+# when CHURN_PREDICTION_LOG names PostgreSQL (churn/monitor/store.py).
 SERVING_IMPORTS = [
     "predict",
     "gunicorn.app.wsgiapp",

@@ -9,7 +9,7 @@ import pytest
 from bench import classic, floor, run
 from churn.model.schema import SAMPLE_CUSTOMER
 from churn.model.training import FEATURE_NAMES
-from churn.settings import Settings
+from churn.settings import GUNICORN_WORKER_CLASSES, Settings
 from devtools import MODEL_FILE
 from tests.helpers import without_ids
 
@@ -70,7 +70,8 @@ def test_every_app_on_both_paths_as_the_benchmark_starts_them(tmp_path):
         default = Settings.from_env().worker_class
         for name, server in servers.items():
             # Each on the worker model named (the classic service's sync), and behind nginx if so named.
-            assert f"Using worker: {run.SERVICES[name].worker_class or default}" in server.log_path.read_text()
+            worker_class = GUNICORN_WORKER_CLASSES[run.SERVICES[name].worker_class or default]
+            assert f"Using worker: {worker_class}" in server.log_path.read_text()
             assert (server.proxy is not None) == run.SERVICES[name].behind_nginx
         for name in run.PROXIED:
             access_log = servers[name].proxy.directory / "logs" / "access.log"
@@ -127,3 +128,12 @@ def test_the_undrifted_app_answers_alike_without_drift_counts(client):
     assert without_ids(post(undrifted.app, SAMPLE_CUSTOMER).get_json()) == without_ids(
         post(client, SAMPLE_CUSTOMER).get_json()
     )
+
+
+def test_the_in_process_costs_are_measured_on_real_stores():
+    from bench import inprocess
+
+    costs = dict(inprocess.measure(repeat=1))
+    assert len(costs) == 6
+    assert all(ms > 0 for ms in costs.values()), costs
+    assert "| drift counts |" in inprocess.table(list(costs.items()))

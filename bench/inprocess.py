@@ -1,0 +1,120 @@
+"""What monitoring costs a 1,000-customer batch, as CPU time in this one process, which other load on a shared machine
+disturbs far less than requests/s: answering it as /predict does (read, validate, score, JSON), the drift counts
+(churn.monitor.live), and the prediction log (its rows, then their write to SQLite, or to PostgreSQL: the client's
+CPU here, and the server's own, a local cluster, beside it).
+
+python -m bench.inprocess [--quick] [--repeat N] [--out FILE]   (make bench runs it third, with bench/run.py's options:
+those it has no use for are ignored)
+"""
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.run import batch_body
+from churn.monitor.ids import uuid7s
+from churn.monitor.predictionlog import PredictionLog
+from churn.monitor.store import Store
+from churn.serve.routes import PREDICTOR
+from predict import app
+from tests.postgres import running_postgres
+
+
+def cpu_ms(action, repeat: int) -> float:
+    """The median CPU time of action(), in ms, after two calls to warm it."""
+    action(), action()
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        action()
+        times.append(time.process_time() - start)
+    return statistics.median(times) * 1000
+
+
+def postgres_cpu() -> float:
+    """CPU seconds PostgreSQL's processes on this machine have used."""
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if (process.info["name"] or "").startswith("postgres"):
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+    return total
+
+
+def measure(repeat: int) -> list[tuple[str, float]]:
+    predictor = app.extensions[PREDICTOR]
+    endpoint, drift = predictor.endpoints["predict"], predictor.drift
+    body = batch_body()
+    environ = {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))}
+    observers = endpoint.drift, endpoint.prediction_log
+    endpoint.drift = endpoint.prediction_log = None  # answering alone
+    try:
+        answer = endpoint(environ | {"wsgi.input": io.BytesIO(body)})
+        answering = cpu_ms(lambda: endpoint(environ | {"wsgi.input": io.BytesIO(body)}), repeat)
+    finally:
+        endpoint.drift, endpoint.prediction_log = observers
+    log = PredictionLog("sqlite:///:memory:", "bench", 0.5, len(body))
+    queued = [("predict", time.time(), answer.prediction_ids, answer.customers, answer.probabilities, None)]
+    costs = [
+        ("answering it (/predict without drift counts or log)", answering),
+        ("drift counts", cpu_ms(lambda: drift.observe(answer.customers, answer.probabilities, answer.columns), repeat)),
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(f"sqlite:///{folder}/log.db")
+        rows = log.rows(queued, store.time_value)
+        costs.append(("prediction log: its rows", cpu_ms(lambda: log.rows(queued, store.time_value), repeat)))
+        batches = renamed(rows, repeat)
+        costs.append(
+            ("prediction log: writing them to SQLite", cpu_ms(lambda: store.write_predictions(next(batches)), repeat))
+        )
+    with running_postgres() as postgres:
+        store = Store(postgres.url)
+        batches = renamed(log.rows(queued, store.time_value), repeat)
+        before = postgres_cpu()
+        client = cpu_ms(lambda: store.write_predictions(next(batches)), repeat)
+        server = (postgres_cpu() - before) / (repeat + 2) * 1000
+        store.close()
+    costs += [("prediction log: writing them to PostgreSQL (client)", client), ("the PostgreSQL server's own", server)]
+    return costs
+
+
+def renamed(rows: list[tuple], repeat: int):
+    """The same rows under new prediction ids, once for each call cpu_ms makes, so that each write inserts them."""
+    return iter([[(i, *row[1:]) for i, row in zip(uuid7s(len(rows)), rows, strict=True)] for _ in range(repeat + 2)])
+
+
+def table(costs: list[tuple[str, float]]) -> str:
+    answering = costs[0][1]
+    lines = ["| a 1,000-customer batch | CPU time | vs answering it |", "|---|---:|---:|"]
+    lines += [f"| {what} | {ms:.2f} ms | {ms / answering:.2f}× |" for what, ms in costs]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=50, help="timed calls of each (default 50; the median is shown)")
+    parser.add_argument("--quick", action="store_true", help="5 timed calls of each (a smoke run)")
+    parser.add_argument("--out", type=Path, help="also append the Markdown table to this file")
+    args, _ = parser.parse_known_args(argv)
+    if args.quick:
+        args.repeat = 5
+    heading = f"CPU time in one process, median of {args.repeat} calls (`python -m bench.inprocess`):"
+    text = f"{heading}\n\n{table(measure(args.repeat))}\n"
+    print(text)
+    if args.out:
+        with args.out.open("a") as out:
+            out.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
