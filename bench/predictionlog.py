@@ -102,8 +102,9 @@ def main(argv=None) -> int:
                 stop(server.process)
     table = report(rps, kept, keep_up_seconds, args)
     print(table)
-    if args.out:
-        args.out.write_text(table)
+    if args.out:  # after bench/run.py's table, which make bench writes to the same file
+        with args.out.open("a") as out:
+            out.write("\n" + table)
     return 0
 
 

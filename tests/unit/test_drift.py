@@ -144,7 +144,7 @@ def test_a_batch_counts_what_one_customer_at_a_time_counts(served_model, referen
     publish, live._pending.publish = live._pending.publish, record
     try:
         for row, probability in zip(rows, probabilities.tolist(), strict=True):
-            counter.observe_one(row, probability)
+            counter.observe([row], [probability], None)
         live.flush()
     finally:
         live._pending.publish = publish
