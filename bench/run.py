@@ -496,6 +496,14 @@ class Summary:
         return f"{ms(self.p50)} / {ms(self.p99)}"
 
 
+def paired(results: dict, a: str, b: str, figure: str) -> float:
+    """a's figure (a WrkRun field) over b's: the median over rounds of the ratio within each round. Both ran in the
+    same minutes of a round, and here the machine's speed moves by more between rounds than the costs the targets
+    measure; a ratio of the two medians would take each app's median from a different round."""
+    pairs = zip(results[a], results[b], strict=True)
+    return statistics.median(getattr(x, figure) / getattr(y, figure) for x, y in pairs)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
@@ -523,7 +531,6 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     ours_nginx, ours_sync_nginx, classic_nginx, bare_nginx = (single[k] for k in PROXIED)
     settings = Settings.from_env()
     model = f"{settings.worker_class} ({settings.threads} threads)" if settings.worker_class == "gthread" else "sync"
-    undrifted, undrifted_batch = Summary.of(results["undrifted_single"]), Summary.of(results["undrifted_batch"])
     n = args.rounds
     empty = ("",) * (len(DIRECT) - 1)
     lines = [
@@ -589,105 +596,73 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         "served this way here can do more.",
         "",
     ]
-    # Each target as (what, measured ratio, the same ratio from server CPU time, wanted, met).
-    by_cpu = {
-        "classic": classic.cpu / ours.cpu,
-        "floor": floor.cpu / ours.cpu,
-        "batch": ours.cpu * BATCH_SIZE / batch.cpu,
-        "unobserved": unobserved.cpu / ours.cpu,
-    }
+
+    # Each target as (what, measured ratio, the same ratio from server CPU time, wanted, met). A ratio between two
+    # apps is paired(): within each round, then the median.
+    def pair(a: str, b: str, scale: float = 1) -> tuple[float, float]:
+        """a's requests/s over b's, and the same from server CPU time."""
+        return scale * paired(results, a, b, "rps"), scale * paired(results, b, a, "cpu")
+
     targets = [
         (
             "behind EB's nginx, one customer: requests/s vs the classic service's",
-            ours_nginx.rps / classic_nginx.rps,
-            classic_nginx.cpu / ours_nginx.cpu,
+            *pair("ours_nginx", "classic_nginx"),
             3.0,
             True,
         ),
         (
             "behind EB's nginx, one customer: p99 latency vs this service's on sync workers",
-            ours_nginx.p99 / ours_sync_nginx.p99,
+            paired(results, "ours_nginx", "ours_sync_nginx", "p99"),
             None,
             1.0,
             False,
         ),
-        (
-            "straight at gunicorn, one customer: requests/s vs a bare WSGI app's",
-            ours.rps / bare.rps,
-            bare.cpu / ours.cpu,
-            0.9,
-            True,
-        ),
-        ("one customer: requests/s vs the classic service", ours.rps / classic.rps, by_cpu["classic"], 2.0, True),
-        ("one customer: requests/s vs the floor", ours.rps / floor.rps, by_cpu["floor"], 0.85, True),
+        ("straight at gunicorn, one customer: requests/s vs a bare WSGI app's", *pair("ours", "bare"), 0.9, True),
+        ("one customer: requests/s vs the classic service", *pair("ours", "classic"), 2.0, True),
+        ("one customer: requests/s vs the floor", *pair("ours", "floor"), 0.85, True),
         (
             "a shadow challenger, one customer: requests/s vs the service without",
-            challenger.rps / ours.rps,
-            ours.cpu / challenger.cpu,
+            *pair("challenger", "ours"),
             0.85,
             True,
         ),
         (
             f"a shadow challenger, {BATCH_SIZE:,}-customer batches: customers/s vs the service without",
-            challenger_batch.rps / batch.rps,
-            batch.cpu / challenger_batch.cpu,
+            *pair("challenger_batch", "batch"),
             0.85,
             True,
         ),
-        ("one customer: p99 latency vs the floor's", ours.p99 / floor.p99, None, 1.5, False),
+        ("one customer: p99 latency vs the floor's", paired(results, "ours", "floor", "p99"), None, 1.5, False),
         (
             "request IDs, metrics and access log: requests/s vs the service without them",
-            ours.rps / unobserved.rps,
-            by_cpu["unobserved"],
+            *pair("ours", "unobserved"),
             0.95,
             True,
         ),
-        (
-            "drift counts, one customer: requests/s vs without them",
-            ours.rps / undrifted.rps,
-            undrifted.cpu / ours.cpu,
-            0.95,
-            True,
-        ),
+        ("drift counts, one customer: requests/s vs without them", *pair("ours", "undrifted_single"), 0.95, True),
         (
             f"drift counts, {BATCH_SIZE:,}-customer batches: customers/s vs without them",
-            batch.rps / undrifted_batch.rps,
-            undrifted_batch.cpu / batch.cpu,
+            *pair("batch", "undrifted_batch"),
             0.9,
             True,
         ),
         (
             f"{BATCH_SIZE:,}-customer batches: customers/s vs one-customer requests/s",
-            batch.rps * BATCH_SIZE / ours.rps,
-            by_cpu["batch"],
+            *pair("batch", "ours", BATCH_SIZE),
             50,
             True,
         ),
-        (
-            "a whole dataset row: requests/s vs the model's spelling",
-            raw_single.rps / ours.rps,
-            ours.cpu / raw_single.cpu,
-            0.9,
-            True,
-        ),
+        ("a whole dataset row: requests/s vs the model's spelling", *pair("raw_single", "ours"), 0.9, True),
         (
             f"{BATCH_SIZE:,} whole dataset rows: customers/s vs the model's spelling",
-            raw_batch.rps / batch.rps,
-            batch.cpu / raw_batch.cpu,
+            *pair("raw_batch", "batch"),
             0.9,
             True,
         ),
-        (
-            "/explain, one customer: requests/s vs /predict's",
-            explain_single.rps / ours.rps,
-            ours.cpu / explain_single.cpu,
-            0.8,
-            True,
-        ),
+        ("/explain, one customer: requests/s vs /predict's", *pair("explain_single", "ours"), 0.8, True),
         (
             f"/explain, {BATCH_SIZE:,}-customer batches: customers/s vs /predict's",
-            explain_batch.rps / batch.rps,
-            batch.cpu / explain_batch.cpu,
+            *pair("explain_batch", "batch"),
             0.5,
             True,
         ),
