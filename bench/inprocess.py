@@ -1,14 +1,18 @@
 """What monitoring costs a 1,000-customer batch, as CPU time in this one process, which other load on a shared machine
 disturbs far less than requests/s: answering it as /predict does (read, validate, score, JSON), the drift counts
 (churn.monitor.live), and the prediction log (its rows, then their write to SQLite, or to PostgreSQL: the client's
-CPU here, and the server's own, a local cluster, beside it).
+CPU here, and the server's own, a local cluster, beside it). Then a one-customer /predict through the whole WSGI app,
+with and without request IDs, metrics and the access line: what the app costs a request, without a server.
 
 python -m bench.inprocess [--quick] [--repeat N] [--out FILE]   (make bench runs it third, with bench/run.py's options:
 those it has no use for are ignored)
 """
 
 import argparse
+import contextlib
 import io
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -18,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from bench.run import batch_body
+from churn.model.schema import SAMPLE_CUSTOMER
 from churn.monitor.ids import uuid7s
 from churn.monitor.predictionlog import PredictionLog
 from churn.monitor.store import Store
@@ -87,6 +92,49 @@ def measure(repeat: int) -> list[tuple[str, float]]:
     return costs
 
 
+ONE_CUSTOMER_CALLS = 200  # requests in each timed call: one takes tens of microseconds
+
+
+def one_customer(repeat: int) -> list[tuple[str, float]]:
+    """The CPU µs of a one-customer /predict through the whole WSGI app, and without its observation."""
+    body = json.dumps(SAMPLE_CUSTOMER).encode()
+
+    def through(wsgi) -> float:
+        def calls():
+            for _ in range(ONE_CUSTOMER_CALLS):
+                for _chunk in wsgi(wsgi_environ(body), lambda status, headers, exc_info=None: None):
+                    pass
+
+        return cpu_ms(calls, repeat) * 1000 / ONE_CUSTOMER_CALLS
+
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):  # the access lines
+        return [
+            ("/predict, one customer, through the whole app", through(app.wsgi_app)),
+            ("the same without request IDs, metrics and the access line", through(app.extensions["churn.unobserved"])),
+        ]
+
+
+def wsgi_environ(body: bytes) -> dict:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/predict",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "9696",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
 def renamed(rows: list[tuple], repeat: int):
     """The same rows under new prediction ids, once for each call cpu_ms makes, so that each write inserts them."""
     return iter([[(i, *row[1:]) for i, row in zip(uuid7s(len(rows)), rows, strict=True)] for _ in range(repeat + 2)])
@@ -108,7 +156,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.repeat = 5
     heading = f"CPU time in one process, median of {args.repeat} calls (`python -m bench.inprocess`):"
-    text = f"{heading}\n\n{table(measure(args.repeat))}\n"
+    singles = "\n".join(f"| {what} | {us:.1f} µs |" for what, us in one_customer(args.repeat))
+    text = f"{heading}\n\n{table(measure(args.repeat))}\n\n| a request | CPU time |\n|---|---:|\n{singles}\n"
     print(text)
     if args.out:
         with args.out.open("a") as out:

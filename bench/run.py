@@ -526,9 +526,7 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
     batch = Summary.of(results["batch"])
     raw_single, raw_batch = Summary.of(results["raw_single"]), Summary.of(results["raw_batch"])
     explain_single, explain_batch = Summary.of(results["explain_single"]), Summary.of(results["explain_batch"])
-    ours, classic, floor, bare, unobserved, challenger = (single[k] for k in DIRECT)
     challenger_batch = Summary.of(results["challenger_batch"])
-    ours_nginx, ours_sync_nginx, classic_nginx, bare_nginx = (single[k] for k in PROXIED)
     settings = Settings.from_env()
     model = f"{settings.worker_class} ({settings.threads} threads)" if settings.worker_class == "gthread" else "sync"
     n = args.rounds
@@ -591,9 +589,10 @@ def report(results: dict, imports: dict, memory: dict, startup: dict, info: dict
         row("p50 / p99 latency, one customer", (single[k].latency() for k in PROXIED)),
         row("server CPU per request (gunicorn and nginx), one customer", (us(single[k].cpu) for k in PROXIED)),
         "",
-        f"A bare WSGI app answering a constant behind the same nginx does {bare_nginx.rps / classic_nginx.rps:.2f}× "
-        f"the classic service's requests/s ({classic_nginx.cpu / bare_nginx.cpu:.2f}× by server CPU): no app "
-        "served this way here can do more.",
+        f"A bare WSGI app answering a constant behind the same nginx does "
+        f"{paired(results, 'bare_nginx', 'classic_nginx', 'rps'):.2f}× the classic service's requests/s "
+        f"({paired(results, 'classic_nginx', 'bare_nginx', 'cpu'):.2f}× by server CPU): no app served this way here "
+        "can do more.",
         "",
     ]
 

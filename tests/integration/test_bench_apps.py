@@ -137,3 +137,5 @@ def test_the_in_process_costs_are_measured_on_real_stores():
     assert len(costs) == 6
     assert all(ms > 0 for ms in costs.values()), costs
     assert "| drift counts |" in inprocess.table(list(costs.items()))
+    whole, unobserved = (us for _, us in inprocess.one_customer(repeat=1))
+    assert whole > 0 and unobserved > 0
