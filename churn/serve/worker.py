@@ -9,7 +9,6 @@ and one holding more than an accepting sibling leaves new connections to that si
 """
 
 import mmap
-import multiprocessing
 import os
 import selectors
 import time
@@ -34,18 +33,21 @@ class Board:
     def __init__(self, slots: int = SLOTS):
         self._memory = mmap.mmap(-1, slots * 8)
         self._cells = memoryview(self._memory).cast("i")  # pid, connections; pid 0 for a free slot
-        self._claiming = multiprocessing.Lock()
 
-    def claim(self, pid: int) -> int | None:
-        """A slot for this worker: a free one or a dead worker's; None when every slot holds a live worker."""
-        with self._claiming:
-            for slot in range(len(self._cells) // 2):
-                holder = self._cells[2 * slot]
-                if holder == 0 or not alive(holder):
-                    self._cells[2 * slot] = pid
-                    self._cells[2 * slot + 1] = NOT_ACCEPTING
-                    return slot
+    def claim(self, holder: int) -> int | None:
+        """A free slot, or a dead worker's, now held by holder; None when every slot holds a live process. Not safe
+        for two claims at once: gunicorn's master makes them all, one worker at a time."""
+        for slot in range(len(self._cells) // 2):
+            pid = self._cells[2 * slot]
+            if pid == 0 or not alive(pid):
+                self._cells[2 * slot] = holder
+                self._cells[2 * slot + 1] = NOT_ACCEPTING
+                return slot
         return None
+
+    def hand(self, slot: int, pid: int) -> None:
+        """The slot's holder is now pid (the worker the master claimed it for)."""
+        self._cells[2 * slot] = pid
 
     def release(self, slot: int) -> None:
         self._cells[2 * slot + 1] = NOT_ACCEPTING
@@ -79,9 +81,15 @@ BOARD = Board()
 
 
 class BalancedThreadWorker(ThreadWorker):
-    def init_process(self):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # In the master, which makes each worker before forking it: held by the master until the worker takes it.
         self.slot = BOARD.claim(os.getpid())
         self.deferred_until = None  # set while the listeners are left to the siblings
+
+    def init_process(self):
+        if self.slot is not None:
+            BOARD.hand(self.slot, os.getpid())
         try:
             super().init_process()
         finally:

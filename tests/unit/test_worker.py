@@ -49,3 +49,14 @@ def test_a_released_slot_is_free_and_a_full_board_gives_none(sibling):
     assert board.claim(sibling) is None  # that worker accepts as a plain gthread one
     board.release(own)
     assert board.claim(sibling) == own
+
+
+def test_a_slot_the_master_claims_is_handed_to_its_worker(sibling):
+    board = Board(slots=2)
+    slot = board.claim(os.getpid())  # as gunicorn's master, before the fork
+    other = board.claim(os.getpid())
+    board.publish(other, 0)
+    assert board.claim(sibling) is None  # held by a live master: not free
+    board.hand(slot, sibling)
+    board.publish(slot, 2)
+    assert board.fewest_elsewhere(other) == 2
