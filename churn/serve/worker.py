@@ -113,6 +113,8 @@ class BalancedThreadWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def accept(self, listener):
+        if self.deferred_until is not None:  # another listener's readiness, from the poll that deferred
+            return
         if self.busier_than_a_sibling():
             # Off the poller meanwhile, rather than declining each readiness: this worker's threads keep its
             # interpreter lock.

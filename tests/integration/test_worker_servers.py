@@ -75,3 +75,20 @@ def test_connections_kept_open_spread_evenly_over_the_workers(opened):
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_worker_with_two_listeners_leaves_both_to_a_sibling():
+    """Connections arriving at once on two bound ports: a busier worker takes both listeners off its poller once."""
+    port, second = free_port(), free_port()
+    command = [*gunicorn_command(port, workers=2), "--bind", f"127.0.0.1:{second}"]
+    with running_server(command, port, {"GUNICORN_THREADS": "2"}) as (_, server):
+        assert wait_for(lambda: len(worker_pids(server.pid)) == 2, 10)
+        workers = worker_pids(server.pid)
+        for _ in range(20):
+            clients = [socket.create_connection(("127.0.0.1", p)) for _ in range(8) for p in (port, second)]
+            for client in clients:
+                client.sendall(REQUEST)
+            assert all(client.recv(65536).startswith(b"HTTP/1.1 200") for client in clients)
+            for client in clients:
+                client.close()
+        assert worker_pids(server.pid) == workers, "a worker died and was replaced"
