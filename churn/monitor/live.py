@@ -4,7 +4,7 @@ probability (churn.monitor.drift's bins), for Prometheus to compare with the tra
 An increment of a multiprocess counter costs about a microsecond (a lock and a write to its file): twenty per
 customer would cost more than a tenth of a one-customer request. So a process adds a batch's counts to a plain list,
 keeps one-customer requests' customers aside (binning one in Python took 5 µs, a tenth of answering it; with numpy,
-a second's worth of them at once, about 2 µs each), and a thread of its own bins those and hands the list to
+a second's worth of them at once, about 3 µs each), and a thread of its own bins those and hands the list to
 churn.metrics once a second (FLUSH_SECONDS), one increment per bin that moved; /metrics in this process, and
 gunicorn's worker_exit (a recycled worker), hand it over at once. A worker killed outright loses at most its last
 second of counts.
