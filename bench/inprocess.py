@@ -1,8 +1,9 @@
 """What monitoring costs a 1,000-customer batch, as CPU time in this one process, which other load on a shared machine
 disturbs far less than requests/s: answering it as /predict does (read, validate, score, JSON), the drift counts
-(churn.monitor.live), and the prediction log (its rows, then their write to SQLite, or to PostgreSQL: the client's
-CPU here, and the server's own, a local cluster, beside it). Then a one-customer /predict through the whole WSGI app,
-with and without request IDs, metrics and the access line: what the app costs a request, without a server.
+(churn.monitor.live), and the prediction log (its pack, then its write to SQLite, or to PostgreSQL: the client's
+CPU here, and the server's own, a local cluster, beside it; and what unpacking it costs the log's readers). Then a
+one-customer /predict through the whole WSGI app, with and without request IDs, metrics and the access line: what
+the app costs a request, without a server.
 
 python -m bench.inprocess [--quick] [--repeat N] [--out FILE]   (make bench runs it third, with bench/run.py's options:
 those it has no use for are ignored)
@@ -23,8 +24,8 @@ import psutil
 
 from bench.run import batch_body
 from churn.model.schema import SAMPLE_CUSTOMER
+from churn.monitor import packed
 from churn.monitor.ids import uuid7s
-from churn.monitor.predictionlog import PredictionLog
 from churn.monitor.store import Store
 from churn.serve.routes import PREDICTOR
 from predict import app
@@ -67,28 +68,25 @@ def measure(repeat: int) -> list[tuple[str, float]]:
         answering = cpu_ms(lambda: endpoint(environ | {"wsgi.input": io.BytesIO(body)}), repeat)
     finally:
         endpoint.drift, endpoint.prediction_log = observers
-    log = PredictionLog("sqlite:///:memory:", "bench", 0.5, len(body))
-    queued = [("predict", time.time(), answer.prediction_ids, answer.customers, answer.probabilities, None)]
+    queued = [packed.queued("predict", answer)]
     costs = [
         ("answering it (/predict without drift counts or log)", answering),
         ("drift counts", cpu_ms(lambda: drift.observe(answer.customers, answer.probabilities, answer.columns), repeat)),
+        ("prediction log: queueing it (on the request path)", cpu_ms(lambda: packed.queued("predict", answer), repeat)),
+        ("prediction log: its pack", cpu_ms(lambda: packed.pack(queued, "bench", 0.5), repeat)),
     ]
     with tempfile.TemporaryDirectory() as folder:
         store = Store(f"sqlite:///{folder}/log.db")
-        rows = log.rows(queued, store.time_value)
-        costs.append(("prediction log: its rows", cpu_ms(lambda: log.rows(queued, store.time_value), repeat)))
-        batches = renamed(rows, repeat)
-        costs.append(
-            ("prediction log: writing them to SQLite", cpu_ms(lambda: store.write_predictions(next(batches)), repeat))
-        )
+        costs.append(("prediction log: writing it to SQLite", writing(store, queued, repeat)))
+        costs.append(("unpacking it in SQLite (a reader's, not the service's)", unpacking(store, queued, repeat)))
+        store.close()
     with running_postgres() as postgres:
         store = Store(postgres.url)
-        batches = renamed(log.rows(queued, store.time_value), repeat)
         before = postgres_cpu()
-        client = cpu_ms(lambda: store.write_predictions(next(batches)), repeat)
-        server = (postgres_cpu() - before) / (repeat + 2) * 1000
+        costs.append(("prediction log: writing it to PostgreSQL (client)", writing(store, queued, repeat)))
+        costs.append(("the PostgreSQL server's own", (postgres_cpu() - before) / (repeat + 2) * 1000))
+        costs.append(("unpacking it in PostgreSQL (a reader's, client)", unpacking(store, queued, repeat)))
         store.close()
-    costs += [("prediction log: writing them to PostgreSQL (client)", client), ("the PostgreSQL server's own", server)]
     return costs
 
 
@@ -135,9 +133,28 @@ def wsgi_environ(body: bytes) -> dict:
     }
 
 
-def renamed(rows: list[tuple], repeat: int):
-    """The same rows under new prediction ids, once for each call cpu_ms makes, so that each write inserts them."""
-    return iter([[(i, *row[1:]) for i, row in zip(uuid7s(len(rows)), rows, strict=True)] for _ in range(repeat + 2)])
+def fresh_packs(queued: list, repeat: int):
+    """Packs of the queued answer, made before they are timed, under new prediction ids each, so that each pack
+    unpacks into new rows: one for each call cpu_ms makes."""
+    new_ids = [queued[0]._replace(prediction_ids=uuid7s(len(queued[0].prediction_ids))) for _ in range(repeat + 2)]
+    made = [packed.pack([answer], "bench", 0.5) for answer in new_ids]
+    return iter(made)
+
+
+def writing(store: Store, queued: list, repeat: int) -> float:
+    """The CPU ms of writing a pack, each made before it is timed."""
+    packs = fresh_packs(queued, repeat)
+    return cpu_ms(lambda: store.write_packed(next(packs)), repeat)
+
+
+def unpacking(store: Store, queued: list, repeat: int) -> float:
+    """The CPU ms of unpacking a pack: repeat packs written, then unpacked together."""
+    store.unpack()  # what an earlier measure wrote
+    for pack in fresh_packs(queued, repeat - 2):
+        store.write_packed(pack)
+    start = time.process_time()
+    store.unpack()
+    return (time.process_time() - start) / repeat * 1000
 
 
 def table(costs: list[tuple[str, float]]) -> str:

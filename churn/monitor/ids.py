@@ -6,6 +6,7 @@ Python 3.11's uuid module has no uuid7. Layout: 48 bits of Unix milliseconds, th
 millisecond, as the RFC allows, so ids of one process never go backwards.
 """
 
+import binascii
 import os
 import threading
 import time
@@ -66,8 +67,21 @@ def uuid7s(n: int) -> list[str]:
     words = np.empty((n, 2), ">u8")
     words[:, 0] = high_word(ticks)
     words[:, 1] = np.frombuffer(randoms, np.uint64) >> np.uint64(2) | np.uint64(1 << 63)
-    octets = words.view(np.uint8).reshape(n, 16)
+    return texts(words.view(np.uint8).reshape(n, 16))
+
+
+def texts(octets: np.ndarray) -> list[str]:
+    """UUIDs given as rows of 16 octets (uint8), in their canonical text."""
+    n = len(octets)
+    if not n:
+        return []
     text = np.full((n, 37), ord("-"), np.uint8)
     text[:, DIGIT_COLUMNS] = HEX_DIGITS[np.stack([octets >> 4, octets & 15], axis=2).reshape(n, 32)]
     text[:, 36] = ord(",")
     return text.tobytes()[:-1].decode("ascii").split(",")
+
+
+def octets(ids: list[str]) -> bytes:
+    """UUIDs given in their canonical text, as 16 octets each, end to end: less than half their text's size. The
+    hyphens are deleted from bytes (translate), which costs half what removing them from the text does."""
+    return binascii.unhexlify("".join(ids).encode("ascii").translate(None, b"-"))

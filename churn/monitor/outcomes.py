@@ -95,6 +95,7 @@ def csv_records(rows: list[dict]) -> list[dict]:
 
 def add_outcomes(store: Store, outcomes: list[Outcome]) -> dict:
     """Store the outcomes; how many were received, and how many of them join a logged prediction now."""
+    store.unpack()  # what the service logged so far, for the matching below
     now = datetime.datetime.now(datetime.UTC)
     rows = [
         (None if o.prediction_id is None else str(o.prediction_id), o.customerID, o.churned, o.observed_at, now)

@@ -2,9 +2,10 @@
 
 A request only appends its Answer to this worker's queue (a lock and an append); a writer thread, started in the
 worker on its first answer (never in gunicorn's master, whose threads and connections a fork would not carry),
-turns the answers into rows and writes them in batches. The queue holds at most `bound` customers: while the store
-is slow or down, answers go on, the writer keeps its batch and retries, and what does not fit is dropped, counted in
-/metrics (churn_prediction_log_dropped_total) and logged at most once a minute. A worker's exit (gunicorn's
+writes what is queued as one pack (churn.monitor.packed), which readers unpack into a row per customer. The queue
+holds at most `bound` customers: while the store is slow or down, answers go on, the writer keeps its batch and
+retries, and what does not fit is dropped, counted in /metrics (churn_prediction_log_dropped_total) and logged at
+most once a minute. A worker's exit (gunicorn's
 worker_exit hook, which SIGTERM, SIGHUP and recycling all reach; atexit under waitress and Flask's server) flushes
 the queue while the store is up.
 """
@@ -16,21 +17,17 @@ import threading
 import time
 import weakref
 from collections import deque
-from operator import itemgetter, methodcaller
 
 from churn import metrics
-from churn.model.schema import ID_COLUMN
-from churn.model.scoring import canonical_values
-from churn.monitor.store import FEATURE_NAMES, Store, StoreError
+from churn.monitor import packed
+from churn.monitor.store import Store, StoreError
 
 log = logging.getLogger(__name__)
-BATCH = 1000  # customers that wake the writer before its second is up
+BATCH = 4000  # customers that wake the writer before its second is up (half the queue's bound when that is less)
 WAIT_SECONDS = 1.0  # the longest an answer waits in the queue while the store is up
 RETRY_SECONDS = 1.0
 EXIT_SECONDS = 5.0  # the flush at a worker's exit: within gunicorn's graceful timeout (8 s)
 COMPLAINT_SECONDS = 60.0
-# Categories reach the log in the model's spelling, however a client spelled them.
-SPELLINGS = canonical_values()
 _logs = weakref.WeakSet()  # every PredictionLog of this process, for the exit hooks
 
 
@@ -53,6 +50,7 @@ class PredictionLog:
 
     def __init__(self, url: str, model_version: str, threshold: float, bound: int):
         self.url, self.model_version, self.threshold, self.bound = url, model_version, threshold, bound
+        self.batch = min(BATCH, max(1, bound // 2))
         self.reset()
         os.register_at_fork(after_in_child=self.reset)
         _logs.add(self)
@@ -65,7 +63,7 @@ class PredictionLog:
         """A new process's state: no queue, no writer (a fork keeps neither thread nor connection)."""
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
-        # (endpoint, unix time, prediction ids, customers, probabilities, the challenger's or None)
+        # churn.monitor.packed.Queued: memory stays bounded by the customers held (answers' bodies are not kept).
         self.pending: deque = deque()
         self.held = 0  # customers queued or being written
         self.writer: threading.Thread | None = None
@@ -76,6 +74,7 @@ class PredictionLog:
     def put(self, endpoint: str, answer) -> None:
         """On the request path: queue an answer, or drop it when the queue is full."""
         customers = len(answer.prediction_ids)
+        kept = packed.queued(endpoint, answer)
         with self.lock:
             if self.writer is None:
                 self.writer = threading.Thread(target=self.write_forever, name="prediction-log", daemon=True)
@@ -84,27 +83,25 @@ class PredictionLog:
                 metrics.count_log_dropped(customers)
                 self.overflow(customers, bound=self.bound)
                 return
-            # Not the answer's body, which can be megabytes: memory stays bounded by the customers held.
-            held = answer.prediction_ids, answer.customers, answer.probabilities, answer.challenger_probabilities
-            self.pending.append((endpoint, time.time(), *held))
+            self.pending.append(kept)
             self.held += customers
-            if self.held >= BATCH:
+            if self.held >= self.batch:
                 self.changed.notify_all()
 
     def write_forever(self) -> None:
         store = None
         while True:
             with self.lock:
-                if not (self.hurry and self.pending) and self.held < BATCH:
+                if not (self.hurry and self.pending) and self.held < self.batch:
                     self.changed.wait(WAIT_SECONDS)
                 batch = list(self.pending)
                 self.pending.clear()
             if not batch:
                 continue
+            customers = sum(len(answer.prediction_ids) for answer in batch)
             try:
                 store = store or Store(self.url)
-                rows = self.rows(batch, store.time_value)
-                store.write_predictions(rows)
+                store.write_packed(packed.pack(batch, self.model_version, self.threshold))
             except Exception as e:  # StoreError, or anything else: the writer must outlive it, as answers do
                 self.unavailable(1, error=str(e) if isinstance(e, StoreError) else repr(e))
                 if store is not None:
@@ -114,31 +111,10 @@ class PredictionLog:
                     self.pending.extendleft(reversed(batch))
                 time.sleep(RETRY_SECONDS)
                 continue
-            metrics.count_logged(len(rows))
+            metrics.count_logged(customers)
             with self.lock:
-                self.held -= len(rows)
+                self.held -= customers
                 self.changed.notify_all()
-
-    def rows(self, batch: list, time_value) -> list[tuple]:
-        """The store's rows (store.PREDICTION_COLUMNS) of the answers in batch, built a column at a time (C loops:
-        map, itemgetter, zip), times made by time_value (the store's kind of time) once per answer."""
-        endpoints, times, ids, customers, probabilities, challenger = [], [], [], [], [], []
-        for endpoint, unix_time, answer_ids, answer_customers, answer_probabilities, shadow in batch:
-            endpoints += [endpoint] * len(answer_ids)
-            times += [time_value(unix_time)] * len(answer_ids)
-            ids += answer_ids
-            customers += answer_customers
-            probabilities += answer_probabilities
-            challenger += shadow or [None] * len(answer_ids)
-        features = [
-            list(map(SPELLINGS[name].__getitem__, column)) if name in SPELLINGS else column
-            for name, column in ((name, list(map(itemgetter(name), customers))) for name in FEATURE_NAMES)
-        ]
-        customer_ids = [None if i is None else str(i) for i in map(methodcaller("get", ID_COLUMN), customers)]
-        decisions = [p >= self.threshold for p in probabilities]
-        versions = [self.model_version] * len(ids)
-        columns = [ids, times, versions, endpoints, customer_ids, *features, probabilities, decisions, challenger]
-        return list(zip(*columns, strict=True))
 
     def flush(self, timeout: float = EXIT_SECONDS) -> int:
         """Wait until the queue is written, or timeout seconds; the customers still unwritten (logged when any)."""

@@ -28,6 +28,7 @@ OUTCOMES = f"SELECT {MATCHED_PREDICTION} AS prediction_id, o.churned, o.outcome_
 
 def labelled_predictions(store: Store) -> pd.DataFrame:
     """Every logged prediction with its month and its outcome (churned: 1, 0, or NaN while unknown)."""
+    store.unpack()
     columns = ["prediction_id", "at", "version", "p", "decision", "challenger_p"]
     predictions = pd.DataFrame(store.query(PREDICTIONS), columns=columns)
     outcomes = pd.DataFrame(store.query(OUTCOMES), columns=["prediction_id", "churned", "outcome_id"])

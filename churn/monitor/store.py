@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from churn.model.schema import FEATURES
+from churn.monitor import packed
 
 SQLITE, POSTGRESQL = "sqlite:///", "postgresql://"
 SCHEMA_LOCK = 2_105_021  # PostgreSQL advisory lock key: any number no other program on the database uses
@@ -27,6 +28,8 @@ PREDICTION_COLUMNS = [
     "challenger_probability",
 ]
 OUTCOME_COLUMNS = ["prediction_id", "customer_id", "churned", "observed_at", "loaded_at"]
+PACKED_COLUMNS = ["model_version", "threshold", "answers", "prediction_ids", "customer_ids", "layout", "data"]
+PACKS_AT_ONCE = 20  # packs unpacked in one transaction: up to tens of thousands of customers
 
 
 def _feature_type(feature, text: str, whole: str, number: str) -> str:
@@ -42,6 +45,14 @@ def _predictions_table(uuid: str, time: str, text: str, whole: str, number: str,
     )
 
 
+def _packed_table(key: str, text: str, number: str, blob: str) -> str:
+    return (
+        f"CREATE TABLE packed_predictions (pack_id {key} PRIMARY KEY, model_version {text} NOT NULL, "
+        f"threshold {number} NOT NULL, answers {text} NOT NULL, prediction_ids {blob} NOT NULL, "
+        f"customer_ids {text} NOT NULL, layout {text} NOT NULL, data {blob} NOT NULL)"
+    )
+
+
 # Per dialect, each version's statements, in order. A new version is appended, never an old one edited.
 MIGRATIONS = {
     SQLITE: [
@@ -50,7 +61,8 @@ MIGRATIONS = {
             "CREATE INDEX predictions_by_customer ON predictions (customer_id, predicted_at)",
             "CREATE TABLE outcomes (outcome_id INTEGER PRIMARY KEY, prediction_id TEXT, customer_id TEXT, "
             "churned INTEGER NOT NULL, observed_at TEXT NOT NULL, loaded_at TEXT NOT NULL)",
-        ]
+        ],
+        [_packed_table("INTEGER", "TEXT", "REAL", "BLOB")],
     ],
     POSTGRESQL: [
         [
@@ -58,10 +70,23 @@ MIGRATIONS = {
             "CREATE INDEX predictions_by_customer ON predictions (customer_id, predicted_at)",
             "CREATE TABLE outcomes (outcome_id bigserial PRIMARY KEY, prediction_id uuid, customer_id text, "
             "churned boolean NOT NULL, observed_at date NOT NULL, loaded_at timestamptz NOT NULL)",
-        ]
+        ],
+        [
+            _packed_table("bigserial", "text", "double precision", "bytea"),
+            # Stored as they are: compressing a pack would cost the server more CPU than writing it.
+            "ALTER TABLE packed_predictions ALTER prediction_ids SET STORAGE EXTERNAL, "
+            "ALTER customer_ids SET STORAGE EXTERNAL, ALTER data SET STORAGE EXTERNAL",
+        ],
     ],
 }
 SCHEMA_VERSION = len(MIGRATIONS[SQLITE])
+# The packs a reader unpacks next, oldest first. PostgreSQL's readers each take packs no other holds, and delete them
+# as they take them; SQLite's one writer at a time deletes them after (Store.unpack_some).
+TAKE_PACKS = {
+    SQLITE: f"SELECT pack_id, {', '.join(PACKED_COLUMNS)} FROM packed_predictions ORDER BY pack_id LIMIT ?",
+    POSTGRESQL: "DELETE FROM packed_predictions WHERE pack_id IN (SELECT pack_id FROM packed_predictions "
+    f"ORDER BY pack_id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING pack_id, {', '.join(PACKED_COLUMNS)}",
+}
 # The prediction an outcome is about: its own id, else the customer's latest prediction made on or before the day it
 # was observed (a churn observed today can follow this morning's prediction).
 _PREDICTED_DAY = {SQLITE: "substr(p.predicted_at, 1, 10)", POSTGRESQL: "(p.predicted_at AT TIME ZONE 'UTC')::date"}
@@ -127,45 +152,73 @@ class Store:
         moment = datetime.datetime.fromtimestamp(unix_time, datetime.UTC)
         return moment if self.dialect == POSTGRESQL else moment.isoformat(timespec="microseconds")
 
-    def write_predictions(self, rows: list[tuple]) -> None:
-        """Rows in PREDICTION_COLUMNS' order, in one transaction. A row already there (a batch retried after a
-        commit whose answer was lost) is kept as it is."""
-        if self.dialect == SQLITE:
-            self.insert("predictions", PREDICTION_COLUMNS, rows, "OR IGNORE", ready=True)
-        else:
-            self.copy_predictions(rows)
+    def write_packed(self, pack: tuple) -> None:
+        """A pack (churn.monitor.packed, in PACKED_COLUMNS' order) in one transaction."""
+        self.insert("packed_predictions", PACKED_COLUMNS, [pack], ready=True)
 
-    def copy_predictions(self, rows: list[tuple]) -> None:
-        """COPY, PostgreSQL's fastest load; a row already there fails it, and the batch is inserted instead."""
-        import psycopg
+    def unpack(self) -> int:
+        """Move every pack into predictions, a row per customer; how many customers the packs held. A customer
+        already there (a pack written twice, its first commit's answer lost) is kept as it is."""
+        moved = 0
+        while (customers := self.unpack_some()) is not None:
+            moved += customers
+        return moved
 
+    def unpack_some(self) -> int | None:
+        """Move the oldest PACKS_AT_ONCE packs in one transaction; their customers, or None when none is left."""
+        execute = self.connection.execute
+        sql = self.insert_sql("predictions", PREDICTION_COLUMNS, "OR IGNORE", "ON CONFLICT DO NOTHING")
         try:
-            with self.connection.cursor() as cursor:
-                with cursor.copy(f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+            if self.dialect == SQLITE:
+                execute("BEGIN IMMEDIATE")
+            packs = sorted(execute(TAKE_PACKS[self.dialect], (PACKS_AT_ONCE,)).fetchall())
+            rows = [row for pack in packs for row in packed.unpack(pack[1:], self.time_value)]
+            if self.dialect == POSTGRESQL:
+                self.copy_predictions(rows, sql)
+            else:
+                self.connection.executemany(sql, rows)
+            if self.dialect == SQLITE and packs:
+                execute("DELETE FROM packed_predictions WHERE pack_id <= ?", (packs[-1][0],))
             self.connection.commit()
-        except psycopg.errors.UniqueViolation:
-            self.rollback()
-            self.insert("predictions", PREDICTION_COLUMNS, rows, conflict="ON CONFLICT DO NOTHING")
         except Exception as e:
             self.rollback()
             raise StoreError(describe(e)) from None
+        return len(rows) if packs else None
 
-    def insert(self, table, columns, rows, sqlite_or: str = "", conflict: str = "", ready: bool = False) -> None:
+    def copy_predictions(self, rows: list[tuple], insert_sql: str) -> None:
+        """COPY, PostgreSQL's fastest load (a third of inserting), in a savepoint: a row already there fails it, and
+        the rows are inserted instead."""
+        import psycopg
+
+        with contextlib.closing(self.connection.cursor()) as cursor:
+            try:
+                with self.connection.transaction():
+                    with cursor.copy(f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                cursor.executemany(insert_sql, rows)
+
+    def insert(self, table: str, columns: list[str], rows: list[tuple], ready: bool = False) -> None:
         """Rows in one transaction (executemany: psycopg sends them pipelined). SQLite's times and days are made
         ISO text here unless the rows are ready (their times made with time_value)."""
         if self.dialect == SQLITE and not ready:
             rows = [tuple(map(sqlite_value, row)) for row in rows]
-        marks = ", ".join(["?" if self.dialect == SQLITE else "%s"] * len(columns))
-        sql = f"INSERT {sqlite_or} INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
         try:
             with contextlib.closing(self.connection.cursor()) as cursor:
-                cursor.executemany(sql, rows)
+                cursor.executemany(self.insert_sql(table, columns), rows)
             self.connection.commit()
         except Exception as e:
             self.rollback()
             raise StoreError(describe(e)) from None
+
+    def insert_sql(self, table: str, columns: list[str], sqlite_or: str = "", conflict: str = "") -> str:
+        """INSERT of columns, with SQLite's OR clause or PostgreSQL's ON CONFLICT clause."""
+        if self.dialect == SQLITE:
+            marks, conflict = ", ".join(["?"] * len(columns)), ""
+        else:
+            marks, sqlite_or = ", ".join(["%s"] * len(columns)), ""
+        return f"INSERT {sqlite_or} INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
 
     def query(self, sql: str, parameters: Iterable = ()) -> list[tuple]:
         """A read, with ? placeholders and {day} (the day of a prediction p) in either dialect."""

@@ -12,8 +12,12 @@ import pytest
 import requests
 
 from churn.model.modelfile import read_sidecar
+from churn.model.scoring import columns_of
 from churn.model.training import split
+from churn.monitor import packed
+from churn.monitor.ids import uuid7s
 from churn.monitor.store import Store
+from churn.serve.endpoint import Answer
 from devtools import MODEL_FILE, ROOT, free_port, gunicorn_command, running_server, wait_for
 from tests.helpers import customers, samples
 from tests.postgres import running_postgres
@@ -28,8 +32,14 @@ def postgres():
 def logged_ids(url: str) -> list[str]:
     import psycopg
 
+    Store(url).unpack()
     with psycopg.connect(url) as connection:
         return [str(row[0]) for row in connection.execute("SELECT prediction_id FROM predictions")]
+
+
+def sqlite_ids(path) -> list[str]:
+    with sqlite3.connect(path) as connection:
+        return [row[0] for row in connection.execute("SELECT prediction_id FROM predictions")]
 
 
 def counters(url: str) -> dict[str, float]:
@@ -99,6 +109,37 @@ def test_postgresql_stopped_under_load_costs_the_overflow_only(postgres, tmp_pat
     logged = set(logged_ids(postgres.url)) - before
     assert logged <= set(answered)
     assert len(logged) == len(answered) - final["dropped"] == final["written"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_readers_unpacking_at_once_unpack_each_customer_once(kind, postgres, tmp_path):
+    """Three readers (a report, POST /outcomes in two workers) unpacking the same packs at the same time: each
+    customer's row is written once, and no reader fails."""
+    url = postgres.url if kind == "postgresql" else f"sqlite:///{tmp_path / 'log.db'}"
+    store = Store(url)
+    store.unpack()
+    before = set(logged_ids(url)) if kind == "postgresql" else set()
+    ids = []
+    for n in range(30):  # more packs than one reader takes at once
+        people = customers(50, start=50 * n)
+        answer = Answer(b"", [0.5] * 50, uuid7s(50), people, None, columns_of(people))
+        store.write_packed(packed.pack([packed.queued("predict", answer)], "v1", 0.5))
+        ids += answer.prediction_ids
+    store.close()
+
+    def unpack_alone(_) -> int:
+        reader = Store(url)
+        try:
+            return reader.unpack()
+        finally:
+            reader.close()
+
+    with ThreadPoolExecutor(3) as pool:
+        unpacked = list(pool.map(unpack_alone, range(3)))
+    if kind == "postgresql":  # each pack went to one reader
+        assert sum(unpacked) == len(ids)
+    logged = logged_ids(url) if kind == "postgresql" else sqlite_ids(tmp_path / "log.db")
+    assert sorted(set(logged) - before) == sorted(ids) and len(logged) == len(set(logged))
 
 
 def test_the_dataset_scored_and_labelled_gives_train_pys_test_auc(raw_df, clean_df, tmp_path):

@@ -1,9 +1,10 @@
 import time
 import uuid
 
+import numpy as np
 import pytest
 
-from churn.monitor.ids import FEW, uuid7s
+from churn.monitor.ids import FEW, octets, texts, uuid7s
 
 
 @pytest.mark.parametrize("n", [1, FEW, FEW + 1, 5000])
@@ -22,3 +23,11 @@ def test_prediction_ids_are_uuid7_in_increasing_order_and_now(n):
 def test_ids_of_successive_calls_keep_increasing():
     ids = [i for _ in range(200) for i in uuid7s(3)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_ids_as_octets_are_their_uuids_bytes_and_come_back_as_the_same_text(n):
+    ids = uuid7s(n) if n else []
+    packed = octets(ids)
+    assert packed == b"".join(uuid.UUID(i).bytes for i in ids)
+    assert texts(np.frombuffer(packed, np.uint8).reshape(-1, 16)) == ids
