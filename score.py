@@ -14,6 +14,7 @@ Rows the API would refuse are not scored: OUTPUT's rejects file (customers.score
 with the row, id, field, value, message and what is allowed. Text cells a spreadsheet would run as a formula are
 prefixed with ' in both CSV files (docs/batch.md). Neither file may be INPUT: that is refused before anything is read.
 --engine spark runs the same scorer on Spark: local[*], or the cluster spark-submit names (OUTPUT is then a folder);
+INPUT and OUTPUT may then be URLs Spark reads (s3a://bucket/customers.csv, hdfs://..., file:///...), kept as typed.
 Spark's own log goes to a file (named on failure) unless --verbose.
 --drift TABLE.csv also compares the scored rows with the training split the model was fitted on: TABLE.csv has a
 line per bin of every feature and of the churn probability (feature, psi, level, bin, range, reference_share, share,
@@ -37,6 +38,7 @@ from churn.batch.chunks import (
     Progress,
     check_paths,
     default_output,
+    location,
     same_file,
     score_file,
 )
@@ -57,8 +59,8 @@ def probability(text: str) -> float:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", type=Path, help="CSV or Parquet file of customers")
-    parser.add_argument("--output", type=Path, help="CSV or Parquet file (default: INPUT's name + .scored)")
+    parser.add_argument("input", type=location, help="CSV or Parquet file of customers (with Spark, also a URL)")
+    parser.add_argument("--output", type=location, help="CSV or Parquet file (default: INPUT's name + .scored)")
     parser.add_argument("--model", type=Path, default=MODEL_FILE, help=f"model file (default: {MODEL_FILE.name})")
     parser.add_argument("--id-column", help="the customers' id column (default: customerID, in any spelling)")
     parser.add_argument("--threshold", type=probability, default=0.5, help="churn is probability >= it (0.5)")
@@ -143,7 +145,7 @@ def score_on_spark(args, output, reference):
     from churn.batch.spark import LOG_FILE, score_path
 
     try:
-        return score_path(
+        summary = score_path(
             args.input,
             output,
             args.model,
@@ -159,6 +161,8 @@ def score_on_spark(args, output, reference):
     except PySparkException as e:
         where = "" if args.verbose else f" (Spark's own log: {LOG_FILE})"
         raise InputError(f"Spark: {str(e).splitlines()[0] if str(e) else type(e).__name__}{where}") from None
+    LOG_FILE.unlink(missing_ok=True)  # kept only when it is named, on a failure
+    return summary
 
 
 def compact_memory() -> None:

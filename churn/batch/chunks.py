@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -314,21 +314,37 @@ class ChunkScorer:
 # ---- The local engine: a file in, a file of scores and a file of rejects out, a chunk at a time.
 
 
-def file_format(path: Path) -> str:
-    fmt = FORMATS.get(Path(path).suffix.lower())
+# A URL (s3://, gs://, hdfs://, file://...): Spark reads and writes it; a Path would mangle it (s3://b/k: s3:/b/k).
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def location(place: Path | str) -> Path | str:
+    """A file as a local Path, or a URL kept as the text it is (a Path stays a Path)."""
+    return place if isinstance(place, Path) or URL.match(place) else Path(place)
+
+
+def file_format(path: Path | str) -> str:
+    fmt = FORMATS.get(PurePosixPath(str(path)).suffix.lower())
     if fmt is None:
         raise InputError(f"{path}: the name should end in .csv or .parquet, the format it is read or written in")
     return fmt
 
 
-def default_output(input_path: Path) -> Path:
+def beside(place: Path | str, name: str) -> Path | str:
+    """The file called name in place's folder (a URL's, for a URL)."""
+    place = location(place)
+    return place.with_name(name) if isinstance(place, Path) else f"{place.rsplit('/', 1)[0]}/{name}"
+
+
+def default_output(input_path: Path | str) -> Path | str:
     """Beside the input, named after it: customers.csv -> customers.scored.csv."""
-    return input_path.with_name(f"{input_path.stem}.scored{input_path.suffix}")
+    name = PurePosixPath(str(input_path))
+    return beside(input_path, f"{name.stem}.scored{name.suffix}")
 
 
-def rejects_path(output: Path) -> Path:
+def rejects_path(output: Path | str) -> Path | str:
     """Beside the output: customers.scored.csv -> customers.scored.rejects.csv (always CSV, to be read by people)."""
-    return output.with_name(f"{output.stem}.rejects.csv")
+    return beside(output, f"{PurePosixPath(str(output)).stem}.rejects.csv")
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -339,12 +355,21 @@ def same_file(a: Path, b: Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def check_paths(input_path: Path, output: Path, folders: bool = False) -> None:
+def check_paths(input_path: Path | str, output: Path | str, folders: bool = False) -> None:
     """OutputError, before anything is read, for an output or rejects file that would replace the input (or, being
-    a folder Spark replaces whole, hold it), or that cannot be a file (folders=False) or be created at all."""
-    input_path, output = Path(input_path), Path(output)
+    a folder Spark replaces whole, hold it), or that cannot be a file (folders=False) or be created at all. A URL
+    only Spark (folders=True) reads, and only its text can be compared."""
+    input_path, output = location(input_path), location(output)
     file_format(input_path)
     file_format(output)
+    urls = [str(place) for place in (input_path, output) if isinstance(place, str)]
+    if urls and not folders:
+        raise InputError(f"{urls[0]}: a URL is read and written by --engine spark; the local engine takes files")
+    if urls:
+        for target in (output, rejects_path(output)):
+            if str(target).rstrip("/") == str(input_path).rstrip("/"):
+                raise OutputError(f"refusing to write {target}: it is the input {input_path}")
+        return
     for target, what in ((output, "--output"), (rejects_path(output), f"the rejects file of --output {output}")):
         if same_file(target, input_path) or input_path.resolve().is_relative_to(target.resolve()):
             raise OutputError(f"refusing to write {target} ({what}): it is the input {input_path}")

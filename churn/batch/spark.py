@@ -17,8 +17,10 @@ score_path checks the file names before Spark starts, numbers the rows as the lo
 the local engine's neutralised text cells (docs/batch.md).
 """
 
+import atexit
 import itertools
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -43,6 +45,7 @@ from churn.batch.chunks import (
     check_paths,
     check_types,
     file_format,
+    location,
     rejects_path,
     sniff_csv,
 )
@@ -95,6 +98,8 @@ def ship_package(spark) -> None:
     if context.applicationId in _shipped_to:
         return
     archive = Path(tempfile.mkdtemp(prefix="churn-spark-")) / "churn.zip"
+    # Spark serves the file from here while the application runs; this process's exit ends both.
+    atexit.register(shutil.rmtree, archive.parent, ignore_errors=True)
     with zipfile.ZipFile(archive, "w") as zipped:
         for module in sorted(PACKAGE.rglob("*.py")):
             zipped.write(module, module.relative_to(PACKAGE.parent))
@@ -373,7 +378,7 @@ def score_path(
     df = read_frame(spark, input_path, dialect, malformed=True)
     plan = ColumnPlan.of([name for name in df.columns if name != MALFORMED], id_column)
     check_types(to_arrow_schema(df.select(*map(_quoted, plan.columns)).schema), plan, input_path)
-    summary = _write_results(numbered(df), model, threshold, plan, reasons, dialect, Path(output), reference)
+    summary = _write_results(numbered(df), model, threshold, plan, reasons, dialect, location(output), reference)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -382,13 +387,14 @@ def _dialect(input_path, separator: str | None, decimal: str | None) -> Dialect 
     """A CSV's separator and decimal mark: as given, else found in a local file (churn.batch.chunks.sniff_csv)."""
     if file_format(input_path) != "csv":
         return None
-    if Path(input_path).is_file():
+    input_path = location(input_path)
+    if isinstance(input_path, Path) and input_path.is_file():
         return sniff_csv(input_path, separator, decimal)
     return Dialect(separator or ",", decimal or ".")
 
 
 def _write_results(
-    df, model, threshold, plan: ColumnPlan, reasons: int, dialect: Dialect | None, output: Path, reference=None
+    df, model, threshold, plan: ColumnPlan, reasons: int, dialect: Dialect | None, output: Path | str, reference=None
 ):
     """Score read_frame's numbered df into output and its rejects (a CSV's malformed rows among them): the counts."""
     from pyspark.sql import functions as F

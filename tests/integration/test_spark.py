@@ -3,8 +3,10 @@ engine (row numbers and neutralised cells included), score.py --engine spark in 
 spark-submit."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +176,30 @@ def test_ragged_rows_are_rejected_as_the_local_engine_rejects_them(spark, tmp_pa
     assert scores.iloc[:, 0].tolist() == local_scores.iloc[:, 0].tolist()  # the ids, or the rows' numbers
     probabilities = scores["churn_probability"].astype(float)
     assert probabilities.tolist() == local_scores["churn_probability"].astype(float).tolist()
+
+
+def test_score_py_on_spark_takes_urls_as_typed_and_leaves_no_log_behind(tmp_path, hostile):
+    """A URL reaches Spark as typed, with the outputs beside it (a Path would have made file:///x file:/x, and
+    s3a://bucket/x s3a:/bucket/x); after a run that succeeds, Spark's own log is gone."""
+    shutil.copy(hostile / "customers.csv", tmp_path / "customers.csv")
+    url = f"file://{tmp_path}/customers.csv"
+    logs_before = set(Path(tempfile.gettempdir()).glob("churn-spark-*"))
+    run = run_spark_score(url, "--sep", ";", "--decimal", ",")
+    assert run.returncode == 1, run.stderr[-3000:]
+    scored = f"file://{tmp_path}/customers.scored.csv"
+    assert f"scores in {scored}, rejects in file://{tmp_path}/customers.scored.rejects.csv" in run.stdout
+    scores = parts(tmp_path / "customers.scored.csv", read_text_csv)
+    local_scores = read_text_csv(hostile / "local.csv")
+    assert scores["customerID"].tolist() == local_scores["customerID"].tolist()
+    assert set(Path(tempfile.gettempdir()).glob("churn-spark-*")) <= logs_before
+
+
+def test_the_local_engine_refuses_a_url_saying_which_engine_reads_it(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "score.py", "s3a://bucket/customers.csv"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert (
+        run.stderr == "error: s3a://bucket/customers.csv: a URL is read and written by --engine spark; the local "
+        "engine takes files\n"
+    )

@@ -1,10 +1,24 @@
 """churn.batch.chunks: the API's rules for every value and spelling, in chunks, each distinct value cleaned once."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
+import score
 from churn.batch import chunks as batch
-from churn.batch.chunks import ChunkScorer, ColumnPlan, score_file
+from churn.batch.chunks import (
+    ChunkScorer,
+    ColumnPlan,
+    InputError,
+    OutputError,
+    check_paths,
+    default_output,
+    location,
+    rejects_path,
+    score_file,
+)
 from churn.model.data import clean_text
 from churn.model.schema import FEATURES, Feature, Problems, clean_customer
 from tests.helpers import TOLERANCE, message, read_text_csv
@@ -62,3 +76,23 @@ def test_forgetting_the_memo_changes_nothing(tmp_path, monkeypatch, big_files, s
     monkeypatch.setattr(batch, "MEMO_LIMIT", 10)
     score_file(big_files[100_000], tmp_path / "forgotten.csv", served_model)
     assert (tmp_path / "remembered.csv").read_bytes() == (tmp_path / "forgotten.csv").read_bytes()
+
+
+@pytest.mark.parametrize("url", ["s3a://bucket/in/customers.csv", "hdfs://name:8020/in/customers.parquet"])
+def test_a_url_is_kept_as_typed_with_its_outputs_beside_it(url):
+    place = location(url)
+    stem, suffix = url.rsplit(".", 1)
+    assert place == url and default_output(place) == f"{stem}.scored.{suffix}"
+    assert rejects_path(default_output(place)) == f"{stem}.scored.rejects.csv"
+    check_paths(place, default_output(place), folders=True)  # Spark's to read: nothing to refuse
+    with pytest.raises(InputError, match="--engine spark"):
+        check_paths(place, default_output(place))
+    with pytest.raises(OutputError, match="it is the input"):
+        check_paths(place, place, folders=True)
+
+
+def test_a_local_name_stays_a_path():
+    assert location("customers.csv") == Path("customers.csv")
+    assert default_output("customers.csv") == Path("customers.scored.csv")
+    assert score.parse_args(["s3a://bucket/customers.csv", "--engine", "spark"]).input == "s3a://bucket/customers.csv"
+    assert score.parse_args(["in/customers.csv"]).input == Path("in/customers.csv")
