@@ -4,6 +4,8 @@ python monitor.py outcomes FILE.csv [--log URL]   who really churned: columns cu
                                                   (true/false, or the dataset's Churn: Yes/No), observed_at
                                                   (YYYY-MM-DD; today when absent)
 python monitor.py report --output DIR [--log URL] DIR/report.html (plots beside it) and DIR/report.json
+python monitor.py unpack [--log URL]              the service's packs into the predictions table, a row per
+                                                  customer (report and outcomes do it first), for SQL of your own
 """
 
 import argparse
@@ -22,7 +24,8 @@ def parse_args(argv=None):
     outcomes.add_argument("file", type=Path)
     report = commands.add_parser("report", help="write the live performance report")
     report.add_argument("--output", type=Path, required=True)
-    for command in (outcomes, report):
+    unpack = commands.add_parser("unpack", help="unpack what the service logged into the predictions table")
+    for command in (outcomes, report, unpack):
         command.add_argument("--log", help="the log's URL (default: CHURN_PREDICTION_LOG)")
     return parser.parse_args(argv)
 
@@ -49,6 +52,16 @@ def load_outcomes(path: Path, url: str) -> dict:
         store.close()
 
 
+def unpack_or_report(store, args) -> str:
+    """What `unpack` or `report` did, in a line."""
+    if args.command == "unpack":
+        return f"{store.unpack():,} customers unpacked into predictions"
+    from churn.monitor.report import write_report
+
+    report = write_report(store, args.output)
+    return f"{args.output / 'report.html'}: {len(report['groups'])} month(s) and model version(s)"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from churn.monitor.outcomes import OutcomeError
@@ -59,14 +72,11 @@ def main(argv=None) -> int:
         if args.command == "outcomes":
             print(json.dumps(load_outcomes(args.file, url)))
         else:
-            from churn.monitor.report import write_report
-
             store = Store(url)
             try:
-                report = write_report(store, args.output)
+                print(unpack_or_report(store, args))
             finally:
                 store.close()
-            print(f"{args.output / 'report.html'}: {len(report['groups'])} month(s) and model version(s)")
     except OutcomeError as e:
         print(f"monitor.py: {e}", file=sys.stderr)
         for detail in e.detail:

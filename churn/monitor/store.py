@@ -172,7 +172,7 @@ class Store:
             if self.dialect == SQLITE:
                 execute("BEGIN IMMEDIATE")
             packs = sorted(execute(TAKE_PACKS[self.dialect], (PACKS_AT_ONCE,)).fetchall())
-            rows = [row for pack in packs for row in packed.unpack(pack[1:], self.time_value)]
+            rows = [row for pack in packs for row in self.unpacked(pack)]
             if self.dialect == POSTGRESQL:
                 self.copy_predictions(rows, sql)
             else:
@@ -182,8 +182,15 @@ class Store:
             self.connection.commit()
         except Exception as e:
             self.rollback()
-            raise StoreError(describe(e)) from None
+            raise e if isinstance(e, StoreError) else StoreError(describe(e)) from None
         return len(rows) if packs else None
+
+    def unpacked(self, pack: tuple) -> list[tuple]:
+        """A pack's rows; StoreError naming it when it cannot be read (it stays, and so do the packs after it)."""
+        try:
+            return packed.unpack(pack[1:], self.time_value)
+        except Exception as e:  # a pack changed by hand, or cut short: whatever numpy or json says of it
+            raise StoreError(f"pack {pack[0]} of packed_predictions cannot be unpacked ({describe(e)})") from None
 
     def copy_predictions(self, rows: list[tuple], insert_sql: str) -> None:
         """COPY, PostgreSQL's fastest load (a third of inserting), in a savepoint: a row already there fails it, and

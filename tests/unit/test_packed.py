@@ -6,11 +6,12 @@ import sqlite3
 import numpy as np
 import pytest
 
+import monitor
 from churn.model.schema import FEATURES, ID_COLUMN
 from churn.model.scoring import canonical_values, columns_of
 from churn.monitor import packed
 from churn.monitor.ids import uuid7s
-from churn.monitor.store import MIGRATIONS, PREDICTION_COLUMNS, SQLITE, Store
+from churn.monitor.store import MIGRATIONS, PREDICTION_COLUMNS, SQLITE, Store, StoreError
 from churn.serve.endpoint import Answer
 from tests.helpers import customers
 
@@ -92,3 +93,25 @@ def test_a_log_made_by_the_first_schema_is_upgraded_and_keeps_its_rows(tmp_path)
 def test_every_code_means_a_spelling_of_the_model(vocabulary, served_model):
     assert set(vocabulary) <= {value for values in canonical_values().values() for value in values.values()}
     assert len(vocabulary) <= np.iinfo(packed.CODE_TYPE).max + 1
+
+
+def test_a_damaged_pack_is_named_and_nothing_is_lost(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    pack = packed.pack([q for q, _ in mixed_answers()], "v1", THRESHOLD)
+    store.write_packed(pack)
+    store.write_packed((*pack[:6], pack[6][:-1]))  # its data cut short by a byte
+    with pytest.raises(StoreError, match=r"pack 2 of packed_predictions cannot be unpacked \(ValueError: "):
+        store.unpack()
+    assert store.query("SELECT count(*) FROM packed_predictions") == [(2,)]  # both kept for a repair
+    assert store.query("SELECT count(*) FROM predictions") == [(0,)]
+
+
+def test_monitor_py_unpack_says_how_many_customers_it_unpacked(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = Store(url)
+    answers = mixed_answers()
+    customers_sent = sum(len(people) for _, people in answers)
+    store.write_packed(packed.pack([q for q, _ in answers], "v1", THRESHOLD))
+    assert monitor.main(["unpack", "--log", url]) == 0
+    assert capsys.readouterr().out == f"{customers_sent} customers unpacked into predictions\n"
+    assert store.query("SELECT count(*) FROM predictions") == [(customers_sent,)]
