@@ -11,6 +11,9 @@ export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 export PIPENV_NOSPIN := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# matplotlib's font cache beside the environment whose fonts it lists: one in ~/.cache, left by a deleted environment
+# of the same matplotlib version, can list fonts that are gone (the notebook's plots then warn and its test fails).
+export MPLCONFIGDIR ?= $(CURDIR)/$(VENV)/matplotlib
 
 .PHONY: serve test test-fast train notebook jupyter lock lint bench bench-batch container-test fuzz loadtest clean
 
