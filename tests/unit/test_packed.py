@@ -90,7 +90,7 @@ def test_a_log_made_by_the_first_schema_is_upgraded_and_keeps_its_rows(tmp_path)
 
 
 @pytest.mark.parametrize("vocabulary", [packed.VOCABULARIES[f.name] for f in FEATURES if f.values])
-def test_every_code_means_a_spelling_of_the_model(vocabulary, served_model):
+def test_every_code_means_a_spelling_of_the_model(vocabulary):
     assert set(vocabulary) <= {value for values in canonical_values().values() for value in values.values()}
     assert len(vocabulary) <= np.iinfo(packed.CODE_TYPE).max + 1
 
