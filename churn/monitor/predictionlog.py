@@ -5,9 +5,8 @@ worker on its first answer (never in gunicorn's master, whose threads and connec
 writes what is queued as one pack (churn.monitor.packed), which readers unpack into a row per customer. The queue
 holds at most `bound` customers: while the store is slow or down, answers go on, the writer keeps its batch and
 retries, and what does not fit is dropped, counted in /metrics (churn_prediction_log_dropped_total) and logged at
-most once a minute. A worker's exit (gunicorn's
-worker_exit hook, which SIGTERM, SIGHUP and recycling all reach; atexit under waitress and Flask's server) flushes
-the queue while the store is up.
+most once a minute. A worker's exit (gunicorn's worker_exit hook, which SIGTERM, SIGHUP and recycling all reach;
+atexit under waitress and Flask's server) flushes the queue while the store is up.
 """
 
 import atexit
