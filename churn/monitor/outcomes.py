@@ -12,7 +12,7 @@ import functools
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from churn.monitor.store import MATCHED_PREDICTION, OUTCOME_COLUMNS, Store
 
@@ -27,6 +27,14 @@ class Outcome(BaseModel):
     prediction_id: uuid.UUID | None = None
     churned: bool
     observed_at: datetime.date = Field(default_factory=lambda: datetime.datetime.now(datetime.UTC).date())
+
+    @field_validator("customerID")
+    @classmethod
+    def has_no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL's text cannot hold it (the log keeps a NUL a prediction was sent with as U+FFFD).
+        if value is not None and "\x00" in value:
+            raise ValueError("a customerID holds no NUL character (\\u0000)")
+        return value
 
     @model_validator(mode="after")
     def names_what_it_is_about(self):

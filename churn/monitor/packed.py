@@ -119,6 +119,7 @@ def unpack(packed: tuple, time_value) -> list[tuple]:
     features = [columns[f.name] for f in FEATURES]
     decisions = [p >= threshold for p in probabilities]
     versions = [model_version] * n
-    customers = [None if i is None else str(i) for i in json.loads(customer_ids)]  # sent as text or a number
+    # Sent as text or a number; a NUL as U+FFFD, since PostgreSQL's text cannot hold it (SQLite's can: one rule).
+    customers = [None if i is None else str(i).replace("\x00", "\ufffd") for i in json.loads(customer_ids)]
     table = [prediction_ids, times, versions, endpoints, customers, *features, probabilities, decisions, challenger]
     return list(zip(*table, strict=True))

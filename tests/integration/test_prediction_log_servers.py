@@ -122,6 +122,7 @@ def test_readers_unpacking_at_once_unpack_each_customer_once(kind, postgres, tmp
     ids = []
     for n in range(30):  # more packs than one reader takes at once
         people = customers(50, start=50 * n)
+        people[0] |= {"customerID": f"with a NUL\x00{n}"}  # which PostgreSQL's text cannot hold
         answer = Answer(b"", [0.5] * 50, uuid7s(50), people, None, columns_of(people))
         pack = packed.pack([packed.queued("predict", answer)], "v1", 0.5)
         store.write_packed(pack)

@@ -48,6 +48,7 @@ def test_outcomes_join_by_prediction_id_or_the_customers_latest_prediction_befor
         ([{"customerID": "a", "churned": True, "observed_at": "2026-13-01"}], 422, "in observed_at"),
         ([{"prediction_id": "not-a-uuid", "churned": True}], 422, "in prediction_id"),
         ([{"customerID": "a", "churned": True, "extra": 1}], 422, "in extra"),
+        ([{"customerID": "a\x00b", "churned": True}], 422, "customerID holds no NUL character"),
         ([], 422, "in the body"),
         ([{"customerID": "a", "churned": True}] * 6, 413, "Too many outcomes in one request: at most 5"),
     ],

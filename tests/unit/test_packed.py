@@ -31,6 +31,7 @@ def mixed_answers() -> list[tuple[packed.Queued, list[dict]]]:
     spelled = customers(5)
     spelled[0] = spelled[0] | {"contract": "Month-to-month", ID_COLUMN: "7590-VHVEG"}
     spelled[1] = spelled[1] | {ID_COLUMN: 42}
+    spelled[2] = spelled[2] | {ID_COLUMN: "a\x00b"}  # logged as a\ufffdb: PostgreSQL's text holds no NUL
     sent = [("predict", customers(1), False, False), ("predict", spelled, True, True)]
     sent += [("explain", customers(3)[2:], False, True), ("explain", customers(2), True, False)]
     return [(answer(*what), what[1]) for what in sent]
@@ -44,7 +45,8 @@ def expected_rows(answers: list[tuple[packed.Queued, list[dict]]], store: Store)
         for i, customer in enumerate(people):
             features = [spellings[f.name][customer[f.name]] if f.values else customer[f.name] for f in FEATURES]
             sent = customer.get(ID_COLUMN)
-            row = (ids[i], store.time_value(unix_time), "v1", endpoint, None if sent is None else str(sent))
+            logged_id = None if sent is None else str(sent).replace("\x00", "\ufffd")
+            row = (ids[i], store.time_value(unix_time), "v1", endpoint, logged_id)
             decision = probabilities[i] >= THRESHOLD
             rows[ids[i]] = (*row, *features, probabilities[i], decision, shadow and shadow[i])
     return rows
