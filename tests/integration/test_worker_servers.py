@@ -1,11 +1,13 @@
 """churn/serve/worker.py in a real gunicorn: connections kept open spread evenly over the workers."""
 
+import json
 import socket
 import sys
 import time
 
 import pytest
 
+from churn.model.schema import SAMPLE_CUSTOMER
 from churn.serve.drain import socket_inodes
 from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
 
@@ -13,6 +15,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads who holds
 
 TCP_ESTABLISHED = "01"
 REQUEST = b"GET /health/ready HTTP/1.1\r\nHost: test\r\n\r\n"
+REQUEST_OPENAPI = b"GET /openapi.json HTTP/1.1\r\nHost: test\r\n\r\n"  # a long answer
 
 
 def established(port: int) -> set[int]:
@@ -32,11 +35,25 @@ def connections_per_worker(master_pid: int, port: int) -> list[int]:
     return sorted(len(socket_inodes(pid) & connections) for pid in worker_pids(master_pid))
 
 
+def answer_of(client: socket.socket) -> bytes:
+    """One whole answer (headers and a Content-Length body) read from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += client.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    length = int(lengths[0])
+    while len(body) < length:
+        body += client.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
 def kept_alive(port: int) -> socket.socket:
     """A connection that has had one answer and stays open, as nginx's upstream ones do."""
-    client = socket.create_connection(("127.0.0.1", port))
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)  # a test fails rather than hangs
     client.sendall(REQUEST)
-    assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    answer_of(client)
     return client
 
 
@@ -92,3 +109,95 @@ def test_a_worker_with_two_listeners_leaves_both_to_a_sibling():
             for client in clients:
                 client.close()
         assert worker_pids(server.pid) == workers, "a worker died and was replaced"
+
+
+def answered_in_turn(client: socket.socket, requests: int) -> float:
+    """The longest wait for an answer over requests sent one after the other on a kept-alive connection."""
+    longest = 0.0
+    for _ in range(requests):
+        start = time.perf_counter()
+        client.sendall(REQUEST)
+        answer_of(client)
+        longest = max(longest, time.perf_counter() - start)
+    return longest
+
+
+@pytest.fixture
+def one_worker():
+    """One worker of two threads: a poller that waited on one client would make every other one wait."""
+    port = free_port()
+    with running_server(gunicorn_command(port, workers=1), port, {"GUNICORN_THREADS": "2"}) as (_, server):
+        yield port, server
+
+
+def test_requests_still_arriving_hold_threads_and_the_worker_answers_its_other_connections(one_worker):
+    """Both of the worker's threads wait on clients sending half a request; a kept-alive connection whose request has
+    wholly arrived is answered anyway, by the poller (plain gthread queues it behind them)."""
+    port, _ = one_worker
+    slow, other = [kept_alive(port), kept_alive(port)], kept_alive(port)
+    body = json.dumps(SAMPLE_CUSTOMER).encode()
+    head = b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    try:
+        slow[0].sendall(head[:30])  # half a head
+        slow[1].sendall(head % len(body) + b"\r\n" + body[:5])  # the head, not the body
+        time.sleep(0.2)  # the poller has seen both readable
+        assert answered_in_turn(other, 20) < 0.5
+        slow[0].sendall(head[30:] % len(body) + b"\r\n" + body)
+        slow[1].sendall(body[5:])
+        assert all(b"churn_probability" in answer_of(client) for client in slow)
+    finally:
+        for client in [*slow, other]:
+            client.close()
+
+
+def unsent_to(client: socket.socket, port: int) -> int:
+    """What the server's end of this connection holds that the client has not taken (/proc/net/tcp's tx_queue)."""
+    local = f"{client.getsockname()[1]:04X}"
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[2].endswith(f":{local}"):
+                return int(fields[4].split(":")[0], 16)
+    raise AssertionError("no such connection")
+
+
+def test_a_client_that_stops_reading_makes_no_other_wait(one_worker):
+    """Once a client has answers it has not taken, its requests go to the pool: the poller never waits on it."""
+    port, server = one_worker
+    workers = worker_pids(server.pid)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its window is full after the first answer
+    stalled.connect(("127.0.0.1", port))
+    stalled.sendall(REQUEST_OPENAPI)
+    answer_of(stalled)
+    other = kept_alive(port)
+    try:
+        for _ in range(100):  # one at a time, none pipelined: each arrives alone, as the poller answers them
+            stalled.sendall(REQUEST_OPENAPI)  # 33 KB answers
+            assert answered_in_turn(other, 1) < 1.0
+            time.sleep(0.01)
+        assert unsent_to(stalled, port) > 1_000_000, "the client took its answers after all"
+        assert answered_in_turn(other, 20) < 1.0
+    finally:
+        stalled.close()
+        other.close()
+    assert worker_pids(server.pid) == workers, "the worker was killed and replaced"
+
+
+@pytest.mark.parametrize("kept_alive_first", [False, True], ids=["new connection", "kept-alive connection"])
+def test_a_client_that_asks_for_close_but_keeps_its_end_open_makes_no_other_wait(one_worker, kept_alive_first):
+    """gunicorn closes such a connection gracefully: it waits up to 2 s for the client's end to close (RFC 9112 9.6)."""
+    port, _ = one_worker
+    other = kept_alive(port)
+    lingering = []
+    try:
+        for _ in range(5):
+            client = kept_alive(port) if kept_alive_first else socket.create_connection(("127.0.0.1", port))
+            lingering.append(client)
+            client.sendall(REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            answer_of(client)
+            assert answered_in_turn(other, 3) < 1.0
+    finally:
+        for client in [*lingering, other]:
+            client.close()

@@ -1,10 +1,12 @@
+import os
+import sys
 import time
 import uuid
 
 import numpy as np
 import pytest
 
-from churn.monitor.ids import FEW, octets, texts, uuid7s
+from churn.monitor.ids import FEW, RANDOM_POOL_BYTES, octets, texts, uuid7s
 
 
 @pytest.mark.parametrize("n", [1, FEW, FEW + 1, 5000])
@@ -31,3 +33,31 @@ def test_ids_as_octets_are_their_uuids_bytes_and_come_back_as_the_same_text(n):
     packed = octets(ids)
     assert packed == b"".join(uuid.UUID(i).bytes for i in ids)
     assert texts(np.frombuffer(packed, np.uint8).reshape(-1, 16)) == ids
+
+
+def random_bits(ids: list[str]) -> list[int]:
+    return [uuid.UUID(i).int & (1 << 62) - 1 for i in ids]
+
+
+@pytest.mark.parametrize("n", [1, RANDOM_POOL_BYTES // 8 + 1])  # from the pool, and straight from os.urandom
+def test_random_bits_are_never_repeated_within_a_process(n):
+    bits = random_bits([i for _ in range(3) for i in uuid7s(n)] + uuid7s(RANDOM_POOL_BYTES // 8))
+    assert len(set(bits)) == len(bits)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_a_forked_worker_draws_random_bits_of_its_own():
+    """Two workers forked from one master, making ids in the same millisecond, must not share the master's pool."""
+    uuid7s(1)  # the master's pool is drawn
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, "".join(uuid7s(50)).encode())
+        os._exit(0)
+    os.close(write)
+    ours = uuid7s(50)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(child, 0)
+    theirs = [theirs[36 * i : 36 * i + 36] for i in range(50)]
+    assert not set(random_bits(ours)) & set(random_bits(theirs))

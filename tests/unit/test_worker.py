@@ -2,12 +2,14 @@
 tests/integration/test_worker_servers.py)."""
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from churn.serve.worker import NOT_ACCEPTING, Board
+from churn.serve.worker import NOT_ACCEPTING, SEND_SECONDS, Board, DeadlineSocket, one_whole_request, unsent
 
 
 @pytest.fixture
@@ -60,3 +62,65 @@ def test_a_slot_the_master_claims_is_handed_to_its_worker(sibling):
     board.hand(slot, sibling)
     board.publish(slot, 2)
     assert board.fewest_elsewhere(other) == 2
+
+
+HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    "peeked, whole",
+    [
+        (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (HEAD + b"Content-Length: 2\r\n\r\n{}", True),
+        (HEAD + b"content-length:2\r\n\r\n{}", True),  # names are case-insensitive, the space optional
+        (HEAD + b"Content-Length: 3\r\n\r\n{}", False),  # the body still arriving
+        (HEAD + b"Content-Length: 2\r\n", False),  # the head still arriving
+        (HEAD + b"Content-Length: 2\r\n\r\n{}GET / HTTP/1.1\r\n\r\n", False),  # pipelined: the pool's
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", False),
+        (HEAD + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}", False),
+        (HEAD + b"X-Content-Length: 5\r\n\r\n", True),  # another header's name, no body
+        (HEAD + b"Content-Length: 99999999999\r\n\r\n", False),  # gunicorn would wait for its body
+        (HEAD + b"Content-Length: 2x\r\n\r\n{}", False),
+        (HEAD + b"Content-Length:\r\n 2\r\n\r\n{}", False),  # a folded line
+        (b"", False),
+    ],
+)
+def test_a_request_is_answered_on_the_poller_only_when_wholly_arrived(peeked, whole):
+    assert one_whole_request(peeked) is whole
+
+
+def test_a_deadline_socket_gives_up_on_a_client_that_reads_nothing():
+    server, client = socket.socketpair()
+    try:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        server.__class__ = DeadlineSocket
+        server.setblocking(True)  # as gthread's handle() does
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            server.sendall(b"x" * 10_000_000)
+        assert SEND_SECONDS <= time.monotonic() - start < SEND_SECONDS + 1
+        server.setblocking(False)  # as gthread's finish_request() does
+        assert server.gettimeout() == 0.0
+    finally:
+        server.close()
+        client.close()
+
+
+def test_unsent_counts_what_the_peer_has_not_taken():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    served, _ = listener.accept()
+    try:
+        assert unsent(served) == 0
+        served.setblocking(False)
+        sent = 0
+        try:
+            while sent < 10_000_000:
+                sent += served.send(b"x" * 65536)
+        except BlockingIOError:  # the client's window and the server's buffer are full
+            pass
+        assert unsent(served) > 0
+    finally:
+        for each in (served, client, listener):
+            each.close()
