@@ -187,7 +187,10 @@ class BalancedThreadWorker(ThreadWorker):
         self.publish()
 
     def on_client_socket_readable(self, conn, client):
-        if conn.is_http2 or unsent(client) or not one_whole_request(peek(client)):
+        # A TLS connection (gunicorn's --certfile) is an ssl.SSLSocket: what the socket holds is not yet the request,
+        # so it goes to the pool as gthread sends it.
+        plain = type(client) is socket.socket
+        if not plain or conn.is_http2 or unsent(client) or not one_whole_request(peek(client)):
             return super().on_client_socket_readable(conn, client)
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)

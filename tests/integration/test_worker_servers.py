@@ -2,14 +2,17 @@
 
 import json
 import socket
+import ssl
+import subprocess
 import sys
 import time
 
 import pytest
+import requests
 
 from churn.model.schema import SAMPLE_CUSTOMER
 from churn.serve.drain import socket_inodes
-from devtools import free_port, gunicorn_command, running_server, wait_for, worker_pids
+from devtools import ROOT, free_port, gunicorn_command, running_server, stop, wait_for, worker_pids
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads who holds which connection from /proc")
 
@@ -35,16 +38,23 @@ def connections_per_worker(master_pid: int, port: int) -> list[int]:
     return sorted(len(socket_inodes(pid) & connections) for pid in worker_pids(master_pid))
 
 
+def received(client: socket.socket) -> bytes:
+    data = client.recv(65536)
+    if not data:
+        raise ConnectionError("the server closed the connection mid-answer")
+    return data
+
+
 def answer_of(client: socket.socket) -> bytes:
     """One whole answer (headers and a Content-Length body) read from a kept-alive connection."""
     data = b""
     while b"\r\n\r\n" not in data:
-        data += client.recv(65536)
+        data += received(client)
     head, _, body = data.partition(b"\r\n\r\n")
     lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
     length = int(lengths[0])
     while len(body) < length:
-        body += client.recv(65536)
+        body += received(client)
     assert head.startswith(b"HTTP/1.1 200"), head
     return body
 
@@ -201,3 +211,35 @@ def test_a_client_that_asks_for_close_but_keeps_its_end_open_makes_no_other_wait
     finally:
         for client in [*lingering, other]:
             client.close()
+
+
+def test_a_tls_connection_kept_alive_is_served_as_gthread_serves_it(tmp_path):
+    """gunicorn's own TLS (--certfile): the worker answers such a connection's requests on the pool's threads."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    command = [*gunicorn_command(port, workers=1), "--certfile", str(cert), "--keyfile", str(key)]
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def ready():
+            try:
+                return requests.get(f"https://127.0.0.1:{port}/health/ready", verify=str(cert), timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        assert wait_for(ready, 30), "gunicorn with TLS never answered"
+        workers = worker_pids(server.pid)
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as client:
+            assert answered_in_turn(client, 20) < 1.0  # the same connection throughout
+        assert worker_pids(server.pid) == workers
+    finally:
+        stop(server)
