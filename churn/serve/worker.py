@@ -9,12 +9,13 @@ and one holding more than an accepting sibling leaves new connections to that si
 
 A kept-alive connection whose next request has wholly arrived is answered on the poller's own thread rather than
 handed to the thread pool: the hand-off (a future, a queue, a pipe write to wake the poller, the interpreter lock
-passed between threads: 29 futex calls a request, as `perf stat` counts them) took this service's one-customer
-request from 403 to 485 µs of server CPU in `make bench`. Only a request that cannot make the poller wait is answered
-so: its bytes all in the socket's buffer with nothing behind them, and every answer sent before already taken by the
-client. Reading it and sending its answer each have SEND_SECONDS at most, so a client that stops reading mid-answer
-is cut off rather than waited for. Everything else (a new connection, a request still arriving, a large or chunked
-one, pipelined ones, TLS) goes to the pool as before, where a slow client holds a thread, not the worker.
+passed between threads: 29 futex calls a request, as `perf stat` counts them); a one-customer request of this
+service took 485 µs of server CPU with it and 403 µs without, in two runs of `make bench` (docs/speed.md). Only a
+request that cannot make the poller wait is answered so: its bytes all in the socket's buffer with nothing behind
+them, and every answer sent before already taken by the client. Reading it and sending its answer each have
+SEND_SECONDS at most, so a client that stops reading mid-answer is cut off rather than waited for. Everything else
+(a new connection, a request still arriving, a large or chunked one, pipelined ones, TLS) goes to the pool as
+before, where a slow client holds a thread, not the worker.
 """
 
 import fcntl
