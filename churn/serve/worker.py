@@ -16,9 +16,17 @@ them, and every answer sent before already taken by the client. Reading it and s
 SEND_SECONDS at most, so a client that stops reading mid-answer is cut off rather than waited for. Everything else
 (a new connection, a request still arriving, a large or chunked one, pipelined ones, TLS) goes to the pool as
 before, where a slow client holds a thread, not the worker.
+
+Such a request, when it is a plain POST, is also read without gunicorn's Request, wsgi.create() and Response, and
+its plain answer sent in one send (churn.serve.plainhttp, which says what plain is): behind EB's nginx a one-customer
+request went from 534 to 348 µs of server CPU, nginx's included (/tmp A/B runs of bench.run's apps; make bench in
+docs/speed.md). The worker then does what gthread's handle_request does around the app: counting the request towards
+max_requests, closing the connection when the worker stops, logging an app's error and answering it with a 500.
 """
 
+import contextlib
 import fcntl
+import itertools
 import mmap
 import os
 import re
@@ -29,7 +37,11 @@ import termios
 import time
 from concurrent import futures
 
+from gunicorn import util
+from gunicorn.http.wsgi import Response
 from gunicorn.workers.gthread import ThreadWorker
+
+from churn.serve import plainhttp
 
 # How long a busier worker leaves a new connection to a less busy sibling: a sibling whose threads hold its
 # interpreter lock answers its poller within the interpreter's switch interval (5 ms), one the scheduler keeps waiting
@@ -65,6 +77,14 @@ def one_whole_request(peeked: bytes) -> bool:
     if len(lengths) > 1 or (lengths and not (lengths[0].isdigit() and len(lengths[0]) <= 9)):
         return False  # gunicorn refuses it or reads on: whatever it does, it does on a pool thread
     return len(peeked) == end + len(HEAD_END) + (int(lengths[0]) if lengths else 0)
+
+
+def send_some(sock: socket.socket, data: bytes) -> int:
+    """What a non-blocking send takes of data (all of an answer, when nothing sent before is left unsent)."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
 
 
 def peek(sock: socket.socket) -> bytes:
@@ -148,6 +168,8 @@ class BalancedThreadWorker(ThreadWorker):
         # In the master, which makes each worker before forking it: held by the master until the worker takes it.
         self.slot = BOARD.claim(os.getpid())
         self.deferred_until = None  # set while the listeners are left to the siblings
+        self.plain = plainhttp.PlainRequests(self.cfg, self.log.access_log_enabled)
+        self.date = (0, "")  # the second, and its Date field
 
     def init_process(self):
         if self.slot is not None:
@@ -191,17 +213,92 @@ class BalancedThreadWorker(ThreadWorker):
         # A TLS connection (gunicorn's --certfile) is an ssl.SSLSocket: what the socket holds is not yet the request,
         # so it goes to the pool as gthread sends it.
         plain = type(client) is socket.socket
-        if not plain or conn.is_http2 or unsent(client) or not one_whole_request(peek(client)):
+        request = peek(client) if plain and not conn.is_http2 and not unsent(client) else b""
+        if not one_whole_request(request):
             return super().on_client_socket_readable(conn, client)
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
+        # Nothing is buffered before the bytes peeked: gthread hands a connection whose parser read ahead to the pool.
+        environ = self.plain.environ(request, client, conn.client, conn.server)
         client.__class__ = DeadlineSocket
         try:
             answered = futures.Future()
-            answered.set_result(self.handle(conn))
+            plain = environ is not None
+            answered.set_result(self.answer_plain(conn, environ, len(request)) if plain else self.handle(conn))
         finally:
             client.__class__ = socket.socket
         self.finish_request(conn, answered)
+
+    def answer_plain(self, conn, environ: dict, size: int) -> bool:
+        """A plain request (churn.serve.plainhttp) answered as gthread's handle_request would, the answer in one send
+        when it is plain too; whether the connection stays open."""
+        conn.sock.recv(size)  # the request, all of it peeked, already in the environ
+        close = self.count_request()
+        started, written = [], []
+
+        def start_response(status, headers, exc_info=None):
+            started[:] = status, headers  # nothing is sent before the app returns: an error's answer replaces it
+            return written.append
+
+        try:
+            body = self.wsgi(environ, start_response)
+            try:
+                data = None if written or not started else plainhttp.answer(*started, body, close, self.http_date())
+                if data is None:
+                    return self.answer_with_gunicorn(conn.sock, started, written, body, close)
+                sent = send_some(conn.sock, data)
+                if sent < len(data):
+                    conn.sock.setblocking(True)  # SEND_SECONDS for the rest
+                    conn.sock.sendall(data[sent:])
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+        except OSError as e:
+            self.log.debug("Ignoring socket error on a kept-alive connection: %s", e)
+            return False
+        except Exception:
+            self.log.exception("Error handling request %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
+            with contextlib.suppress(OSError):
+                util.write_error(conn.sock, 500, "Internal Server Error", "")
+            return False
+        return not close
+
+    def answer_with_gunicorn(self, sock, started: list, written: list, body, close: bool) -> bool:
+        """An answer that is not plain, written by gunicorn's Response as gthread writes it."""
+        sock.setblocking(True)  # SEND_SECONDS a write
+        response = Response(plainhttp.POST, sock, self.cfg)
+        if close:
+            response.force_close()
+        try:
+            for chunk in itertools.chain(written, body):  # a generator calls start_response as it starts
+                if response.status is None:
+                    response.start_response(*started)
+                response.write(chunk)
+            if response.status is None:
+                response.start_response(*started)
+            response.close()
+        except Exception:
+            if not response.headers_sent:
+                raise  # answered with a 500
+            self.log.exception("Error handling request")  # after part of the answer: the connection is closed
+            return False
+        return not response.should_close()
+
+    def count_request(self) -> bool:
+        """gthread's count of requests towards max_requests; whether this one's connection is then closed."""
+        self.nr += 1
+        if self.nr >= self.max_requests:
+            if self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            return True
+        return not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived
+
+    def http_date(self) -> str:
+        second = int(time.time())
+        if self.date[0] != second:
+            self.date = second, util.http_date(second)
+        return self.date[1]
 
     def finish_request(self, conn, fs):
         if fs.cancelled() or fs.exception() is not None or fs.result():

@@ -1,5 +1,7 @@
 """churn/serve/worker.py in a real gunicorn: connections kept open spread evenly over the workers."""
 
+import contextlib
+import http.client
 import json
 import socket
 import ssl
@@ -243,3 +245,66 @@ def test_a_tls_connection_kept_alive_is_served_as_gthread_serves_it(tmp_path):
         assert worker_pids(server.pid) == workers
     finally:
         stop(server)
+
+
+SHAPES = ["/plain", "/plain?a=1&b=%20c", "/pl%61in", "/streamed", "/unsized", "/no-content", "/written"]
+SHAPES += ["/started-late", "/failing", "/failing-midway", "/bad-header", "/hop-by-hop"]
+WHERE = ("Date", "X-Thread", "X-Early-Hints", "X-Worker")  # the answer's time, and where it was made
+
+
+@contextlib.contextmanager
+def shapes_servers(*flags: str):
+    """tests/answer_shapes.py under the project's worker and under plain gthread, one worker of 2 threads each."""
+    ours, plain = free_port(), free_port()
+    app, env = "tests.answer_shapes:app", {"GUNICORN_THREADS": "2"}
+    with (
+        running_server([*gunicorn_command(ours, 1, app), *flags], ours, env),
+        running_server([*gunicorn_command(plain, 1, app), *flags, "--worker-class", "gthread"], plain, env),
+    ):
+        yield ours, plain
+
+
+def answers(port: int, path: str, times: int) -> list[tuple]:
+    """What a client receives asking path times over one kept-alive connection, each request in one send, until an
+    answer closes it: status, reason, fields in order and body; and where each was made."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    request = b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n"
+    received = []
+    try:
+        for _ in range(times):
+            client.sendall(request % path.encode() + b'{"tenure": 12}')
+            answer = http.client.HTTPResponse(client, method="POST")
+            answer.begin()
+            fields = [(name, value) for name, value in answer.getheaders() if name not in WHERE]
+            try:
+                body = answer.read()
+            except http.client.IncompleteRead as e:  # an answer cut off: the app failed after it began
+                received.append(((answer.status, answer.reason, fields, f"cut off after {e.partial!r}"), {}))
+                break
+            received.append(((answer.status, answer.reason, fields, body), dict(answer.getheaders())))
+            if answer.will_close:
+                break
+    finally:
+        client.close()
+    return received
+
+
+def test_every_answer_shape_reaches_the_client_as_plain_gthread_sends_it():
+    """The worker answers plain requests on its poller without gunicorn's request objects (churn.serve.plainhttp):
+    what a client receives is the same, field for field and byte for byte, for every shape of answer."""
+    with shapes_servers() as (ours, plain):
+        for path in SHAPES:
+            our_answers, plain_answers = answers(ours, path, 3), answers(plain, path, 3)
+            assert [seen for seen, _ in our_answers] == [seen for seen, _ in plain_answers], path
+        kept_alive_answers = [where for _, where in answers(ours, "/plain", 3)[1:]]
+        assert all(where["X-Thread"] == "MainThread" for where in kept_alive_answers), "not answered on the poller"
+        assert all(where["X-Early-Hints"] == "False" for where in kept_alive_answers), "gunicorn's environ was built"
+
+
+def test_max_requests_closes_the_connection_and_recycles_the_worker_as_plain_gthread_does():
+    with shapes_servers("--max-requests", "4", "--max-requests-jitter", "0") as (ours, plain):
+        our_answers, plain_answers = answers(ours, "/plain", 10), answers(plain, "/plain", 10)
+        assert [seen for seen, _ in our_answers] == [seen for seen, _ in plain_answers]
+        assert len(our_answers) < 10, "the worker never closed the connection at max_requests"
+        workers = {where["X-Worker"] for _, where in our_answers}
+        assert wait_for(lambda: answers(ours, "/plain", 1)[0][1]["X-Worker"] not in workers, 30), "never recycled"
