@@ -95,8 +95,9 @@ class Settings:
         "GUNICORN_WORKER_CLASS",
         "gthread",
         "`gthread`: threads in each worker, connections kept open between requests (nginx reuses them) and spread "
-        "evenly over the workers, a request wholly arrived on one answered by the worker's own thread "
-        "(`churn/serve/worker.py`); `sync`: one request at a time in each worker, a new connection for every request",
+        "evenly over the workers, a request wholly arrived on one answered by the worker's own thread, a plain POST "
+        "without gunicorn's request objects (`churn/serve/worker.py`, `churn/serve/plainhttp.py`); `sync`: one request "
+        "at a time in each worker, a new connection for every request",
     )
     threads: int = setting(
         "GUNICORN_THREADS",
