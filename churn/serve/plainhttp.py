@@ -6,10 +6,10 @@ this machine (timeit), more than the service's own answer. Here one strict patte
 wsgi.create() would build (14 µs), and a plain answer becomes the bytes gunicorn's Response would send (10 µs), in
 one send rather than two. Anything less plain returns None, and gunicorn's own code handles it: a request that is not
 an HTTP/1.1 POST of printable ASCII with each field once, or that has a field gunicorn gives a meaning beyond its
-environ key (Expect, Upgrade, Connection: close, the secure-scheme headers, any name with an underscore); an answer
-without a Content-Length that matches its body, with a hop-by-hop field, or of a status without a body.
-tests/unit/test_plainhttp.py holds both environs and both answers equal, request by request; the environ lacks only
-gunicorn's own wsgi.early_hints (a 103 before an API's answer has nothing to preload).
+environ key (Expect, Upgrade, Connection: close, X-Forwarded-Proto and its kind from a proxy gunicorn trusts, any
+name with an underscore); an answer without a Content-Length that matches its body, with a hop-by-hop field, or of a
+status without a body. tests/unit/test_plainhttp.py holds both environs and both answers equal, request by request;
+the environ lacks only gunicorn's own wsgi.early_hints (a 103 before an API's answer has nothing to preload).
 """
 
 import functools
@@ -18,7 +18,7 @@ import os
 import re
 
 from gunicorn import SERVER, util
-from gunicorn.http.message import TOKEN_RE
+from gunicorn.http.message import TOKEN_RE, _ip_in_allow_list
 from gunicorn.http.wsgi import HEADER_VALUE_RE, STATUS_RE, base_environ
 
 REQUEST_LINE = re.compile(rb"POST (/[\x21-\x7e]*) HTTP/1\.1\r\n")
@@ -49,7 +49,11 @@ class PlainRequests:
     def __init__(self, cfg, access_log: bool):
         # As gunicorn's gthread worker sets it for every request.
         self.base = base_environ(cfg) | {"wsgi.multithread": True}
-        self.meaningful = MEANINGFUL | set(cfg.secure_scheme_headers)
+        self.scheme_fields = frozenset(cfg.secure_scheme_headers)
+        # gunicorn's own test of a peer that may set the scheme (forwarded_allow_ips), by address.
+        self.trusted = functools.lru_cache(maxsize=1024)(
+            functools.partial(ip_trusted, allowed=cfg.forwarded_allow_ips, networks=cfg.forwarded_allow_networks())
+        )
         self.limit_line = cfg.limit_request_line
         self.limit_fields = cfg.limit_request_fields
         self.limit_field_size = cfg.limit_request_field_size
@@ -80,7 +84,11 @@ class PlainRequests:
         }
         for name, value in fields:
             key = name.upper()
-            if key in self.meaningful or (key == "CONNECTION" and value.lower() == "close"):
+            if key in MEANINGFUL or (key == "CONNECTION" and value.lower() == "close"):
+                return None
+            # From a proxy gunicorn trusts, X-Forwarded-Proto and its kind set the scheme; from any other peer (Cloud
+            # Run's front end) they are fields like any other.
+            if key in self.scheme_fields and self.trusted(client[0]):
                 return None
             key = "CONTENT_TYPE" if key == "CONTENT-TYPE" else "CONTENT_LENGTH" if key == "CONTENT-LENGTH" else key
             key = key if key.startswith("CONTENT_") else "HTTP_" + key.replace("-", "_")
@@ -107,6 +115,10 @@ class PlainRequests:
         if len(fields) > self.limit_fields:
             return None
         return [(name.decode("ascii"), value.decode("ascii")) for name, value in fields]
+
+
+def ip_trusted(ip: str, allowed: list[str], networks: list) -> bool:
+    return _ip_in_allow_list(ip, allowed, networks)
 
 
 @functools.lru_cache(maxsize=256)

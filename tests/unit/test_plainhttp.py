@@ -93,6 +93,18 @@ def test_any_other_request_is_left_to_gunicorn(request_bytes):
     assert plainhttp.PlainRequests(Config(), access_log=False).environ(request_bytes, None, CLIENT, SERVER) is None
 
 
+def test_a_secure_scheme_field_from_a_peer_gunicorn_does_not_trust_is_a_field_like_any_other():
+    """Cloud Run's front end sends X-Forwarded-Proto from an address outside forwarded_allow_ips (loopback)."""
+    cfg, front_end = Config(), ("169.254.1.1", 40000)
+    request = post(b"Host: a\r\nX-Forwarded-Proto: https\r\nX-Cloud-Trace-Context: 105445aa7843bc8bf206b/1;o=1\r\n")
+    ours = plainhttp.PlainRequests(cfg, access_log=False).environ(request, None, front_end, SERVER)
+    assert ours is not None
+    parsed = Request(cfg, IterUnreader([request]), front_end, 1)
+    _, theirs = create(parsed, None, front_end, SERVER, cfg)
+    assert comparable(ours) == comparable(theirs | {"wsgi.multithread": True})
+    assert ours["wsgi.url_scheme"] == "http"
+
+
 def test_a_unix_socket_a_proxy_protocol_an_access_log_or_a_script_name_leaves_every_request_to_gunicorn(monkeypatch):
     cfg = Config()
     assert plainhttp.PlainRequests(cfg, access_log=False).environ(SAMPLE, None, "/tmp/churn.sock", "unix") is None
