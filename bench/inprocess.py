@@ -21,12 +21,17 @@ import time
 from pathlib import Path
 
 import psutil
+from gunicorn.config import Config
+from gunicorn.http.message import Request
+from gunicorn.http.unreader import IterUnreader
+from gunicorn.http.wsgi import Response, create
 
 from bench.run import batch_body
 from churn.model.schema import SAMPLE_CUSTOMER
 from churn.monitor import packed
 from churn.monitor.ids import uuid7s
 from churn.monitor.store import Store
+from churn.serve import plainhttp
 from churn.serve.routes import PREDICTOR
 from predict import app
 from tests.postgres import running_postgres
@@ -112,6 +117,63 @@ def one_customer(repeat: int) -> list[tuple[str, float]]:
         ]
 
 
+class Gathered:
+    """A socket that keeps what is sent to it, so that writing an answer costs no system call."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+def http_layers(repeat: int) -> list[tuple[str, float]]:
+    """The CPU µs of what gunicorn's objects do with a one-customer request to /predict and its answer, and what the
+    worker's plain path (churn.serve.plainhttp) does instead."""
+    body = json.dumps(SAMPLE_CUSTOMER).encode()
+    head = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:9696\r\nUser-Agent: wrk\r\nContent-Type: application/json\r\n"
+    request = head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    cfg, client, server = Config(), ("127.0.0.1", 50000), ("127.0.0.1", 9696)
+    started = []
+
+    def start_response(status, fields, exc_info=None):
+        started.extend([status, fields])
+
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):  # the access line
+        answer = app.wsgi_app(wsgi_environ(body), start_response)
+    status, headers = started
+    parsed = Request(cfg, IterUnreader([request]), client, 1)
+    plain = plainhttp.PlainRequests(cfg, access_log=False)
+
+    def gunicorn_response():
+        response = Response(parsed, Gathered(), cfg)
+        response.start_response(status, list(headers))
+        for chunk in answer:
+            response.write(chunk)
+        response.close()
+
+    def timed(action) -> float:
+        def calls():
+            for _ in range(ONE_CUSTOMER_CALLS):
+                action()
+
+        return cpu_ms(calls, repeat) * 1000 / ONE_CUSTOMER_CALLS
+
+    def plain_answer():
+        return plainhttp.answer(status, headers, answer, False, "a date")
+
+    def gunicorn_request():
+        return Request(cfg, IterUnreader([request]), client, 1)
+
+    return [
+        ("gunicorn: parsing the request (its Request)", timed(gunicorn_request)),
+        ("gunicorn: the environ (wsgi.create)", timed(lambda: create(parsed, None, client, server, cfg))),
+        ("gunicorn: the answer's bytes (its Response)", timed(gunicorn_response)),
+        ("the worker's plain path: the environ", timed(lambda: plain.environ(request, None, client, server))),
+        ("the worker's plain path: the answer's bytes", timed(plain_answer)),
+    ]
+
+
 def wsgi_environ(body: bytes) -> dict:
     return {
         "REQUEST_METHOD": "POST",
@@ -173,7 +235,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.repeat = 5
     heading = f"CPU time in one process, median of {args.repeat} calls (`python -m bench.inprocess`):"
-    singles = "\n".join(f"| {what} | {us:.1f} µs |" for what, us in one_customer(args.repeat))
+    singles = one_customer(args.repeat) + http_layers(args.repeat)
+    singles = "\n".join(f"| {what} | {us:.1f} µs |" for what, us in singles)
     text = f"{heading}\n\n{table(measure(args.repeat))}\n\n| a request | CPU time |\n|---|---:|\n{singles}\n"
     print(text)
     if args.out:

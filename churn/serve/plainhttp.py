@@ -1,15 +1,16 @@
 """The plainest HTTP/1.1 POST, and the plainest answer to it, in the forms gunicorn gives them, built without gunicorn's
 request and response objects: what the worker (churn.serve.worker) uses for a request it answers on its poller.
 
-For a one-customer request, gunicorn's Request (its parsing), wsgi.create() and Response took 75, 15 and 28 µs on
-this machine (timeit), more than the service's own answer. Here one strict pattern reads the head into the environ
-wsgi.create() would build (14 µs), and a plain answer becomes the bytes gunicorn's Response would send (10 µs), in
-one send rather than two. Anything less plain returns None, and gunicorn's own code handles it: a request that is not
-an HTTP/1.1 POST of printable ASCII with each field once, or that has a field gunicorn gives a meaning beyond its
-environ key (Expect, Upgrade, Connection: close, X-Forwarded-Proto and its kind from a proxy gunicorn trusts, any
-name with an underscore); an answer without a Content-Length that matches its body, with a hop-by-hop field, or of a
-status without a body. tests/unit/test_plainhttp.py holds both environs and both answers equal, request by request;
-the environ lacks only gunicorn's own wsgi.early_hints (a 103 before an API's answer has nothing to preload).
+For a one-customer request, gunicorn's Request (its parsing), wsgi.create() and Response took 89, 21 and 34 µs of CPU
+(`python -m bench.inprocess`), more than the service's own answer. Here one strict pattern reads the head into the
+environ wsgi.create() would build (11 µs), and a plain answer becomes the bytes gunicorn's Response would send
+(14 µs), in one send rather than two. Anything less plain returns None, and gunicorn's own code handles it: a request
+that is not an HTTP/1.1 POST of printable ASCII with each field once, or that has a field gunicorn gives a meaning
+beyond its environ key (Expect, Upgrade, Connection: close, X-Forwarded-Proto and its kind from a proxy gunicorn
+trusts, any name with an underscore); an answer without a Content-Length that matches its body, with a hop-by-hop
+field, or of a status without a body. tests/unit/test_plainhttp.py holds both environs and both answers equal,
+request by request; the environ lacks only gunicorn's own wsgi.early_hints (a 103 before an API's answer has nothing
+to preload).
 """
 
 import functools

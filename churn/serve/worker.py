@@ -19,9 +19,9 @@ before, where a slow client holds a thread, not the worker.
 
 Such a request, when it is a plain POST, is also read without gunicorn's Request, wsgi.create() and Response, and
 its plain answer sent in one send (churn.serve.plainhttp, which says what plain is): behind EB's nginx a one-customer
-request went from 534 to 348 µs of server CPU, nginx's included (/tmp A/B runs of bench.run's apps; make bench in
-docs/speed.md). The worker then does what gthread's handle_request does around the app: counting the request towards
-max_requests, closing the connection when the worker stops, logging an app's error and answering it with a 500.
+request went from 641 to 371 µs of server CPU, nginx's included, in two runs of `make bench` (docs/speed.md). The
+worker then does what gthread's handle_request does around the app: counting the request towards max_requests,
+closing the connection when the worker stops, logging an app's error and answering it with a 500.
 """
 
 import contextlib

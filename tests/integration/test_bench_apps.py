@@ -144,3 +144,5 @@ def test_the_in_process_costs_are_measured_on_real_stores():
     assert "| drift counts |" in inprocess.table(list(costs.items()))
     whole, unobserved = (us for _, us in inprocess.one_customer(repeat=1))
     assert whole > 0 and unobserved > 0
+    layers = dict(inprocess.http_layers(repeat=1))
+    assert len(layers) == 5 and all(us > 0 for us in layers.values()), layers
