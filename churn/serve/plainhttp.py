@@ -53,7 +53,9 @@ class PlainRequests:
         self.scheme_fields = frozenset(cfg.secure_scheme_headers)
         # gunicorn's own test of a peer that may set the scheme (forwarded_allow_ips), by address.
         self.trusted = functools.lru_cache(maxsize=1024)(
-            functools.partial(ip_trusted, allowed=cfg.forwarded_allow_ips, networks=cfg.forwarded_allow_networks())
+            functools.partial(
+                _ip_in_allow_list, allow_list=cfg.forwarded_allow_ips, networks=cfg.forwarded_allow_networks()
+            )
         )
         self.limit_line = cfg.limit_request_line
         self.limit_fields = cfg.limit_request_fields
@@ -116,10 +118,6 @@ class PlainRequests:
         if len(fields) > self.limit_fields:
             return None
         return [(name.decode("ascii"), value.decode("ascii")) for name, value in fields]
-
-
-def ip_trusted(ip: str, allowed: list[str], networks: list) -> bool:
-    return _ip_in_allow_list(ip, allowed, networks)
 
 
 @functools.lru_cache(maxsize=256)
