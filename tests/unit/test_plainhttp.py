@@ -1,6 +1,7 @@
 """churn/serve/plainhttp.py against gunicorn's own Request, wsgi.create() and Response, request by request."""
 
 import io
+from types import SimpleNamespace
 
 import pytest
 from gunicorn import util
@@ -121,16 +122,6 @@ def test_a_pre_request_hook_leaves_every_request_to_gunicorn():
     assert plainhttp.PlainRequests(cfg, access_log=False).environ(SAMPLE, None, CLIENT, SERVER) is None
 
 
-class Gathered:
-    """A socket that keeps what gunicorn's Response sends it."""
-
-    def __init__(self):
-        self.data = b""
-
-    def sendall(self, data: bytes) -> None:
-        self.data += data
-
-
 JSON = ("Content-Type", "application/json")
 PLAIN_ANSWERS = {
     "200": ("200 OK", [JSON, ("Content-Length", "2")], [b"{}"]),
@@ -164,15 +155,15 @@ NOT_PLAIN_ANSWERS = {
 @pytest.mark.parametrize(("status", "headers", "body"), PLAIN_ANSWERS.values(), ids=PLAIN_ANSWERS.keys())
 def test_a_plain_answer_is_the_bytes_gunicorn_sends(status, headers, body, close, monkeypatch):
     monkeypatch.setattr(util, "http_date", lambda timestamp=None: "Sun, 06 Dec 2026 19:00:00 GMT")
-    sock = Gathered()
-    response = Response(plainhttp.POST, sock, Config())
+    sent = []  # what gunicorn's Response sends its socket
+    response = Response(plainhttp.POST, SimpleNamespace(sendall=sent.append), Config())
     if close:
         response.force_close()
     response.start_response(status, list(headers))
     for chunk in body:
         response.write(chunk)
     response.close()
-    assert plainhttp.answer(status, headers, body, close, util.http_date()) == sock.data
+    assert plainhttp.answer(status, headers, body, close, util.http_date()) == b"".join(sent)
 
 
 @pytest.mark.parametrize(("status", "headers", "body"), NOT_PLAIN_ANSWERS.values(), ids=NOT_PLAIN_ANSWERS.keys())
