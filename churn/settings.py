@@ -97,7 +97,8 @@ class Settings:
         "`gthread`: threads in each worker, connections kept open between requests (nginx reuses them) and spread "
         "evenly over the workers, a request wholly arrived on one answered by the worker's own thread, a plain POST "
         "without gunicorn's request objects (`churn/serve/worker.py`, `churn/serve/plainhttp.py`); `sync`: one request "
-        "at a time in each worker, a new connection for every request",
+        "at a time in each worker, a new connection for every request. Choose here: gunicorn's own `--worker-class` "
+        "gives its plain gthread for either, as gunicorn does with `sync` whenever `GUNICORN_THREADS` is above 1",
     )
     threads: int = setting(
         "GUNICORN_THREADS",
