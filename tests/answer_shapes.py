@@ -41,6 +41,9 @@ def app(environ, start_response):
         return failing_midway(body)
     if path == "/failing":
         raise RuntimeError("a failing app")
+    if path == "/failing-on-close":
+        start_response("200 OK", sized(body, *where))
+        return FailingOnClose([body])
     if path == "/bad-header":
         start_response("200 OK", sized(body, ("X-Bad", "a\r\nX-Injected: b")))
         return [body]
@@ -59,3 +62,10 @@ def started_late(start_response, body, where):
 def failing_midway(body):
     yield body
     raise RuntimeError("a failing app, its answer started")
+
+
+class FailingOnClose(list):
+    """A body whose close() fails, once the server has sent all of it."""
+
+    def close(self):
+        raise RuntimeError("a failing app, its answer sent")

@@ -235,6 +235,7 @@ class BalancedThreadWorker(ThreadWorker):
         conn.sock.recv(size)  # the request, all of it peeked, already in the environ
         close = self.count_request()
         started, written = [], []
+        answered = False  # once it is, an error (the body's close) closes the connection, as gthread does: no 500
 
         def start_response(status, headers, exc_info=None):
             started[:] = status, headers  # nothing is sent before the app returns: an error's answer replaces it
@@ -245,11 +246,13 @@ class BalancedThreadWorker(ThreadWorker):
             try:
                 data = None if written or not started else plainhttp.answer(*started, body, close, self.http_date())
                 if data is None:
-                    return self.answer_with_gunicorn(conn.sock, started, written, body, close)
-                sent = send_some(conn.sock, data)
-                if sent < len(data):
-                    conn.sock.setblocking(True)  # SEND_SECONDS for the rest
-                    conn.sock.sendall(data[sent:])
+                    keep = self.answer_with_gunicorn(conn.sock, started, written, body, close)
+                else:
+                    keep, sent = not close, send_some(conn.sock, data)
+                    if sent < len(data):
+                        conn.sock.setblocking(True)  # SEND_SECONDS for the rest
+                        conn.sock.sendall(data[sent:])
+                answered = True
             finally:
                 if hasattr(body, "close"):
                     body.close()
@@ -258,10 +261,11 @@ class BalancedThreadWorker(ThreadWorker):
             return False
         except Exception:
             self.log.exception("Error handling request %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
-            with contextlib.suppress(OSError):
-                util.write_error(conn.sock, 500, "Internal Server Error", "")
+            if not answered:
+                with contextlib.suppress(OSError):
+                    util.write_error(conn.sock, 500, "Internal Server Error", "")
             return False
-        return not close
+        return keep
 
     def answer_with_gunicorn(self, sock, started: list, written: list, body, close: bool) -> bool:
         """An answer that is not plain, written by gunicorn's Response as gthread writes it."""

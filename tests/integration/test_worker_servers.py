@@ -2,6 +2,7 @@
 
 import contextlib
 import http.client
+import itertools
 import json
 import socket
 import ssl
@@ -248,7 +249,7 @@ def test_a_tls_connection_kept_alive_is_served_as_gthread_serves_it(tmp_path):
 
 
 SHAPES = ["/plain", "/plain?a=1&b=%20c", "/pl%61in", "/streamed", "/unsized", "/no-content", "/written"]
-SHAPES += ["/started-late", "/failing", "/failing-midway", "/bad-header", "/hop-by-hop"]
+SHAPES += ["/started-late", "/failing", "/failing-midway", "/failing-on-close", "/bad-header", "/hop-by-hop"]
 WHERE = ("Date", "X-Thread", "X-Early-Hints", "X-Worker")  # the answer's time, and where it was made
 
 
@@ -264,17 +265,22 @@ def shapes_servers(*flags: str):
         yield ours, plain
 
 
-def answers(port: int, path: str, times: int) -> list[tuple]:
-    """What a client receives asking path times over one kept-alive connection, each request in one send, until an
-    answer closes it: status, reason, fields in order and body; and where each was made."""
+def answers(port: int, path: str, times: int, first: str | None = None) -> list[tuple]:
+    """What a client receives asking path times (after first, when given) over one kept-alive connection, each
+    request in one send, until an answer closes it, or the server does: status, reason, fields in order and body; and
+    where each was made."""
     client = socket.create_connection(("127.0.0.1", port), timeout=10)
     request = b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n"
     received = []
     try:
-        for _ in range(times):
-            client.sendall(request % path.encode() + b'{"tenure": 12}')
+        for asked in [first] * bool(first) + [path] * times:
+            client.sendall(request % asked.encode() + b'{"tenure": 12}')
             answer = http.client.HTTPResponse(client, method="POST")
-            answer.begin()
+            try:
+                answer.begin()
+            except http.client.RemoteDisconnected:  # closed after an answer that said keep-alive
+                received.append(("closed", {}))
+                break
             fields = [(name, value) for name, value in answer.getheaders() if name not in WHERE]
             try:
                 body = answer.read()
@@ -294,9 +300,10 @@ def test_every_answer_shape_reaches_the_client_as_plain_gthread_sends_it():
     a client receives the same status, fields in their order and body from it as from plain gthread, for every shape
     of answer."""
     with shapes_servers() as (ours, plain):
-        for path in SHAPES:
-            our_answers, plain_answers = answers(ours, path, 3), answers(plain, path, 3)
-            assert [seen for seen, _ in our_answers] == [seen for seen, _ in plain_answers], path
+        # After a first request, which a new connection's pool thread answers, each shape is a kept-alive one's.
+        for path, first in itertools.product(SHAPES, [None, "/plain"]):
+            our_answers, plain_answers = answers(ours, path, 3, first), answers(plain, path, 3, first)
+            assert [seen for seen, _ in our_answers] == [seen for seen, _ in plain_answers], (first, path)
         kept_alive_answers = [where for _, where in answers(ours, "/plain", 3)[1:]]
         assert all(where["X-Thread"] == "MainThread" for where in kept_alive_answers), "not answered on the poller"
         assert all(where["X-Early-Hints"] == "False" for where in kept_alive_answers), "gunicorn's environ was built"
