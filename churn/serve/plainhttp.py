@@ -68,10 +68,12 @@ class PlainRequests:
 
     def environ(self, request: bytes, sock, client, server) -> dict | None:
         """The WSGI environ gunicorn would give this request (the whole of it, head and body), if it is plain."""
-        line = REQUEST_LINE.match(request)
-        head_end = request.find(b"\r\n\r\n") + 4
-        if not (self.taken and line and type(client) is tuple and type(server) is tuple):
+        if not (self.taken and type(client) is tuple and type(server) is tuple):
             return None
+        line = REQUEST_LINE.match(request)
+        if not line:
+            return None
+        head_end = request.find(b"\r\n\r\n") + 4
         fields = self.fields(request, line.end(), head_end)
         if fields is None or (0 < self.limit_line < line.end() - 2) or b"#" in line[1]:
             return None
