@@ -66,12 +66,11 @@ def measure(repeat: int) -> list[tuple[str, float]]:
     predictor = app.extensions[PREDICTOR]
     endpoint, drift = predictor.endpoints["predict"], predictor.drift
     body = batch_body()
-    environ = {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))}
     observers = endpoint.drift, endpoint.prediction_log
     endpoint.drift = endpoint.prediction_log = None  # answering alone
     try:
-        answer = endpoint(environ | {"wsgi.input": io.BytesIO(body)})
-        answering = cpu_ms(lambda: endpoint(environ | {"wsgi.input": io.BytesIO(body)}), repeat)
+        answer = answer_of(endpoint, body)
+        answering = cpu_ms(lambda: answer_of(endpoint, body), repeat)
     finally:
         endpoint.drift, endpoint.prediction_log = observers
     queued = [packed.queued("predict", answer)]
@@ -94,6 +93,12 @@ def measure(repeat: int) -> list[tuple[str, float]]:
         costs.append(("unpacking it in PostgreSQL (a reader's, client)", unpacking(store, queued, repeat)))
         store.close()
     return costs
+
+
+def answer_of(endpoint, body: bytes):
+    """What the /predict endpoint makes of a JSON body (its answer, before the HTTP layer)."""
+    environ = {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))}
+    return endpoint(environ | {"wsgi.input": io.BytesIO(body)})
 
 
 ONE_CUSTOMER_CALLS = 200  # requests in each timed call: one takes tens of microseconds
