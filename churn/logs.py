@@ -190,8 +190,21 @@ def log_server_banner(debug: bool, app_import_path: str | None) -> None:
     )
 
 
+class StdoutHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stdout is when it writes, as the access lines are: a stream replaced since
+    (a test runner's capture, closed at its end) is not written to after it closes."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _stream) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = StdoutHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,8 +1,10 @@
 """The JSON log lines: one whole line per request, written in atomic writes, each carrying its request's ID."""
 
+import io
 import json
 import logging
 import select
+import sys
 import time
 
 from churn import logs
@@ -74,3 +76,16 @@ def test_other_log_lines_carry_the_request_id_of_their_request():
         assert line()["request_id"] == "rid-2"
     finally:
         logs.current_request.reset(token)
+
+
+def test_log_lines_go_to_stdout_as_it_is_when_they_are_written(monkeypatch):
+    """Not to the stream stdout was at configure_logging: a test runner's capture, replaced and closed by the time
+    a library logs from its destructor at exit (py4j's did, after every CI run's summary)."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # configure_logging's change, undone after
+    monkeypatch.setattr(root, "level", root.level)
+    logs.configure_logging("INFO")
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", now)
+    logging.getLogger("churn.test").info("written %s", "now")
+    assert json.loads(now.getvalue())["message"] == "written now"
